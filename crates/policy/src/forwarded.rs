@@ -1,0 +1,194 @@
+//! The forwarding headers the gateway sets on every request it forwards.
+//!
+//! Client-sent values are replaced, never passed through, unless the peer is a
+//! trusted proxy; then the peer is appended to the chain that proxy sent, as
+//! nginx's `$proxy_add_x_forwarded_for` does.
+
+use std::net::IpAddr;
+
+use crate::source::unmap;
+
+/// Header names the gateway owns on the upstream request.
+pub const OWNED_HEADERS: [&str; 7] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "forwarded",
+    "x-request-id",
+];
+
+/// What the gateway knows about the client connection.
+#[derive(Debug, Clone)]
+pub struct Hop<'a> {
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// Whether the peer is in `trusted_proxies`.
+    pub peer_trusted: bool,
+    /// The client the policy decision was made on.
+    pub client: IpAddr,
+    /// "https" or "http".
+    pub proto: &'a str,
+    /// The Host the client asked for, as validated.
+    pub host: &'a str,
+    /// The gateway port the client connected to.
+    pub port: u16,
+}
+
+/// The values to set, in [`OWNED_HEADERS`] order (without the request id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardingHeaders {
+    pub x_forwarded_for: String,
+    pub x_forwarded_proto: String,
+    pub x_forwarded_host: String,
+    pub x_forwarded_port: String,
+    pub x_real_ip: String,
+    pub forwarded: String,
+}
+
+impl ForwardingHeaders {
+    /// Builds the headers from the connection and the incoming values (which
+    /// are kept only when the peer is trusted).
+    pub fn new(
+        hop: &Hop<'_>,
+        incoming_xff: Option<&str>,
+        incoming_forwarded: Option<&str>,
+    ) -> Self {
+        let peer = unmap(hop.peer);
+        let xff_chain = incoming_xff
+            .filter(|_| hop.peer_trusted)
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        let x_forwarded_for = match xff_chain {
+            Some(chain) => format!("{chain}, {peer}"),
+            None => peer.to_string(),
+        };
+        let element = format!(
+            "for={};proto={};host={}",
+            forwarded_node(peer),
+            hop.proto,
+            quote(hop.host)
+        );
+        let forwarded_chain = incoming_forwarded
+            .filter(|_| hop.peer_trusted)
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        let forwarded = match forwarded_chain {
+            Some(chain) => format!("{chain}, {element}"),
+            None => element,
+        };
+        ForwardingHeaders {
+            x_forwarded_for,
+            x_forwarded_proto: hop.proto.to_string(),
+            x_forwarded_host: hop.host.to_string(),
+            x_forwarded_port: hop.port.to_string(),
+            x_real_ip: unmap(hop.client).to_string(),
+            forwarded,
+        }
+    }
+
+    /// (name, value) pairs ready to set.
+    pub fn pairs(&self) -> [(&'static str, &str); 6] {
+        [
+            ("x-forwarded-for", &self.x_forwarded_for),
+            ("x-forwarded-proto", &self.x_forwarded_proto),
+            ("x-forwarded-host", &self.x_forwarded_host),
+            ("x-forwarded-port", &self.x_forwarded_port),
+            ("x-real-ip", &self.x_real_ip),
+            ("forwarded", &self.forwarded),
+        ]
+    }
+}
+
+/// RFC 7239 node: IPv6 must be bracketed and quoted.
+fn forwarded_node(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+fn quote(value: &str) -> String {
+    let escaped: String = value
+        .chars()
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("\"{escaped}\"")
+}
+
+/// Accepts a client's X-Request-Id only when it is short and plain, so it
+/// cannot smuggle anything into logs or the upstream.
+pub fn acceptable_request_id(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(peer: &str, trusted: bool) -> Hop<'static> {
+        Hop {
+            peer: peer.parse().unwrap(),
+            peer_trusted: trusted,
+            client: peer.parse().unwrap(),
+            proto: "https",
+            host: "api.example.com",
+            port: 443,
+        }
+    }
+
+    #[test]
+    fn untrusted_peer_replaces_client_values() {
+        let h = ForwardingHeaders::new(
+            &hop("203.0.113.5", false),
+            Some("127.0.0.1"),
+            Some("for=127.0.0.1"),
+        );
+        assert_eq!(h.x_forwarded_for, "203.0.113.5");
+        assert_eq!(h.x_real_ip, "203.0.113.5");
+        assert_eq!(
+            h.forwarded,
+            "for=203.0.113.5;proto=https;host=\"api.example.com\""
+        );
+        assert_eq!(h.x_forwarded_proto, "https");
+        assert_eq!(h.x_forwarded_port, "443");
+        assert_eq!(h.x_forwarded_host, "api.example.com");
+    }
+
+    #[test]
+    fn trusted_peer_is_appended() {
+        let mut hp = hop("10.0.0.2", true);
+        hp.client = "198.51.100.4".parse().unwrap();
+        let h = ForwardingHeaders::new(&hp, Some("198.51.100.4"), Some("for=198.51.100.4"));
+        assert_eq!(h.x_forwarded_for, "198.51.100.4, 10.0.0.2");
+        assert_eq!(h.x_real_ip, "198.51.100.4");
+        assert_eq!(
+            h.forwarded,
+            "for=198.51.100.4, for=10.0.0.2;proto=https;host=\"api.example.com\""
+        );
+    }
+
+    #[test]
+    fn ipv6_is_bracketed_and_mapped_v4_unmapped() {
+        let h = ForwardingHeaders::new(&hop("::1", false), None, None);
+        assert!(h.forwarded.starts_with("for=\"[::1]\";"), "{}", h.forwarded);
+        let h = ForwardingHeaders::new(&hop("::ffff:192.0.2.1", false), None, None);
+        assert_eq!(h.x_forwarded_for, "192.0.2.1");
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(acceptable_request_id("3f2a-ab_01"));
+        assert!(!acceptable_request_id(""));
+        assert!(!acceptable_request_id("a b"));
+        assert!(!acceptable_request_id("a\"b"));
+        assert!(!acceptable_request_id(&"a".repeat(129)));
+    }
+}

@@ -1,0 +1,222 @@
+//! Choosing the route for a request.
+//!
+//! The most specific host wins (exact, then wildcard, then any host); within
+//! it the longest `path_prefix`, compared on whole segments, so `/api` covers
+//! `/api` and `/api/x` but never `/apix`. A host whose routes match no path
+//! does not fall through to a less specific host's routes: the host is chosen
+//! first, as nginx chooses its `server` block before a `location`.
+//!
+//! The router is built once per listener at config load; a lookup allocates
+//! nothing.
+
+use std::collections::HashMap;
+
+use crate::host::HostPattern;
+use crate::path::match_segments;
+
+/// One route as the router sees it; `value` is whatever the caller attaches.
+#[derive(Debug, Clone)]
+pub struct RouteEntry<T> {
+    pub host: Option<HostPattern>,
+    /// A canonical path prefix ("/", "/api", "/api/v1").
+    pub path_prefix: String,
+    pub value: T,
+}
+
+#[derive(Debug)]
+struct Compiled<T> {
+    segments: Vec<String>,
+    value: T,
+}
+
+/// Routes of one host pattern, longest prefix first.
+#[derive(Debug)]
+struct HostGroup<T> {
+    routes: Vec<Compiled<T>>,
+}
+
+impl<T> HostGroup<T> {
+    fn new() -> Self {
+        HostGroup { routes: Vec::new() }
+    }
+
+    fn find(&self, path: &str) -> Option<Match<'_, T>> {
+        self.routes.iter().find_map(|route| {
+            let mut path_segments = match_segments(path);
+            let matched = route
+                .segments
+                .iter()
+                .all(|want| path_segments.next() == Some(want.as_str()));
+            matched.then_some(Match {
+                value: &route.value,
+                prefix_segments: route.segments.len(),
+            })
+        })
+    }
+}
+
+/// The chosen route and how many leading path segments its prefix covered.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Match<'a, T> {
+    pub value: &'a T,
+    pub prefix_segments: usize,
+}
+
+#[derive(Debug)]
+pub struct Router<T> {
+    exact: HashMap<String, HostGroup<T>>,
+    /// Keyed by the suffix after "*" (".example.com").
+    wildcard: HashMap<String, HostGroup<T>>,
+    any: HostGroup<T>,
+}
+
+impl<T> Router<T> {
+    pub fn new(entries: impl IntoIterator<Item = RouteEntry<T>>) -> Self {
+        let mut router = Router {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            any: HostGroup::new(),
+        };
+        for entry in entries {
+            let group = match entry.host {
+                None => &mut router.any,
+                Some(HostPattern::Exact(name)) => {
+                    router.exact.entry(name).or_insert_with(HostGroup::new)
+                }
+                Some(HostPattern::Wildcard { suffix }) => {
+                    router.wildcard.entry(suffix).or_insert_with(HostGroup::new)
+                }
+            };
+            group.routes.push(Compiled {
+                segments: match_segments(&entry.path_prefix)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                value: entry.value,
+            });
+        }
+        let groups = router
+            .exact
+            .values_mut()
+            .chain(router.wildcard.values_mut())
+            .chain(std::iter::once(&mut router.any));
+        for group in groups {
+            // Stable: equal-length prefixes keep config order.
+            group.routes.sort_by_key(|r| std::cmp::Reverse(r.segments.len()));
+        }
+        router
+    }
+
+    /// The route for a normalised host (see [`crate::host::normalize_host`])
+    /// and a canonical path (see [`crate::path::canonicalize`]).
+    pub fn route(&self, host: &str, path: &str) -> Option<Match<'_, T>> {
+        if let Some(group) = self.exact.get(host) {
+            return group.find(path);
+        }
+        // A wildcard stands for exactly the first label.
+        let suffix = host
+            .find('.')
+            .filter(|&dot| dot > 0)
+            .map(|dot| &host[dot..]);
+        if let Some(group) = suffix.and_then(|s| self.wildcard.get(s)) {
+            return group.find(path);
+        }
+        self.any.find(path)
+    }
+}
+
+/// Removes the first `segments` segments of a canonical path, for
+/// `strip_prefix`: ("/api/x", 1) -> "/x"; ("/api", 1) -> "/".
+pub fn strip_segments(path: &str, segments: usize) -> &str {
+    if segments == 0 {
+        return path;
+    }
+    let mut slashes = path.match_indices('/').skip(segments);
+    match slashes.next() {
+        Some((index, _)) => &path[index..],
+        None => "/",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(host: Option<&str>, prefix: &str, name: &'static str) -> RouteEntry<&'static str> {
+        RouteEntry {
+            host: host.map(|h| HostPattern::parse(h).unwrap()),
+            path_prefix: prefix.to_string(),
+            value: name,
+        }
+    }
+
+    fn router() -> Router<&'static str> {
+        Router::new([
+            entry(None, "/", "default"),
+            entry(None, "/api", "any-api"),
+            entry(None, "/api/v1/admin", "any-admin"),
+            entry(Some("*.example.com"), "/", "wild"),
+            entry(Some("api.example.com"), "/", "api-root"),
+            entry(Some("api.example.com"), "/metrics", "api-metrics"),
+            entry(Some("only.example.com"), "/x", "only-x"),
+        ])
+    }
+
+    fn pick(host: &str, path: &str) -> Option<&'static str> {
+        let r = router();
+        r.route(host, path).map(|m| *m.value)
+    }
+
+    #[test]
+    fn exact_host_beats_wildcard_beats_any() {
+        assert_eq!(pick("api.example.com", "/x"), Some("api-root"));
+        assert_eq!(pick("www.example.com", "/x"), Some("wild"));
+        assert_eq!(pick("example.org", "/x"), Some("default"));
+    }
+
+    #[test]
+    fn wildcard_matches_one_label_only() {
+        assert_eq!(pick("a.b.example.com", "/x"), Some("default"));
+        assert_eq!(pick("example.com", "/x"), Some("default"));
+    }
+
+    #[test]
+    fn longest_prefix_on_whole_segments() {
+        assert_eq!(pick("h", "/api"), Some("any-api"));
+        assert_eq!(pick("h", "/api/"), Some("any-api"));
+        assert_eq!(pick("h", "/api/x"), Some("any-api"));
+        assert_eq!(pick("h", "/apix"), Some("default"));
+        assert_eq!(pick("h", "/api/v1/admin/users"), Some("any-admin"));
+        assert_eq!(pick("h", "/api/v1/adminx"), Some("any-api"));
+        assert_eq!(pick("api.example.com", "/metrics/x"), Some("api-metrics"));
+    }
+
+    #[test]
+    fn path_parameters_do_not_dodge_a_prefix() {
+        assert_eq!(
+            pick("h", "/api;jsessionid=1/v1/admin;x/y"),
+            Some("any-admin")
+        );
+    }
+
+    #[test]
+    fn chosen_host_does_not_fall_through() {
+        assert_eq!(pick("only.example.com", "/x/y"), Some("only-x"));
+        assert_eq!(pick("only.example.com", "/y"), None);
+    }
+
+    #[test]
+    fn no_routes_no_match() {
+        let r: Router<()> = Router::new([]);
+        assert!(r.route("h", "/").is_none());
+    }
+
+    #[test]
+    fn strip_prefix_keeps_a_rooted_path() {
+        assert_eq!(strip_segments("/api/x/y", 1), "/x/y");
+        assert_eq!(strip_segments("/api", 1), "/");
+        assert_eq!(strip_segments("/api/", 1), "/");
+        assert_eq!(strip_segments("/a/b/c", 2), "/c");
+        assert_eq!(strip_segments("/a/b", 0), "/a/b");
+    }
+}
