@@ -1,0 +1,1019 @@
+//! Reading the layered tree into the typed [`Config`], and checking that the
+//! pieces fit together (names referenced exist, no two routes collide, files
+//! are there). Every problem found is reported, not just the first.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_policy::host::HostPattern;
+use postern_policy::path::canonicalize;
+use postern_policy::source::Allowlist;
+
+use crate::diag::{nearest, Diagnostics, Origin};
+use crate::duration::parse_duration;
+use crate::model::*;
+use crate::tree::{self, Node, Table, Value};
+
+const TOP_LEVEL: &[&str] = &["gateway", "listeners", "tls", "upstreams", "auth", "routes"];
+const GATEWAY_KEYS: &[&str] = &["threads", "trusted_proxies"];
+const LISTENER_KEYS: &[&str] = &["name", "address", "tls", "redirect_https"];
+const TLS_KEYS: &[&str] = &["min_version", "certificates"];
+const CERTIFICATE_KEYS: &[&str] = &[
+    "server_names",
+    "cert",
+    "key",
+    "keystore",
+    "password_env",
+    "alias",
+];
+const UPSTREAM_KEYS: &[&str] = &[
+    "url",
+    "connect_timeout",
+    "read_timeout",
+    "write_timeout",
+    "ca",
+];
+const ROUTE_KEYS: &[&str] = &[
+    "name",
+    "host",
+    "path_prefix",
+    "strip_prefix",
+    "upstream",
+    "service",
+    "auth",
+    "allow",
+    "deny",
+    "listeners",
+];
+
+/// A loaded configuration and the warnings found on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Diagnostics,
+}
+
+/// Loads `path`, the `gateway.d/*.toml` files beside it, and `POSTERN_*`
+/// overrides from `env`. Returns every error found, or the config.
+pub fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let main_name: Arc<str> = Arc::from(path.display().to_string());
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.error_with_help(
+                &Origin::file_start(&main_name),
+                format!("cannot read the config file: {e}"),
+                "pass the file with -c FILE, set POSTERN_CONFIG, or run from the directory that holds gateway.toml",
+            );
+            return Err(diags);
+        }
+    };
+    let mut root = tree::parse_file(&main_name, &text, &mut diags).unwrap_or_default();
+
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let overlays = overlay_files(&base_dir, &main_name, &mut diags);
+    for overlay in &overlays {
+        let name: Arc<str> = Arc::from(overlay.display().to_string());
+        match std::fs::read_to_string(overlay) {
+            Ok(text) => {
+                if let Some(table) = tree::parse_file(&name, &text, &mut diags) {
+                    root.merge(table);
+                }
+            }
+            Err(e) => diags.error(
+                &Origin::file_start(&name),
+                format!("cannot read this overlay: {e}"),
+            ),
+        }
+    }
+    tree::apply_env(&mut root, env, &mut diags);
+    if diags.has_errors() {
+        return Err(diags);
+    }
+
+    let mut reader = Reader {
+        diags: &mut diags,
+        base_dir: &base_dir,
+        main: Origin::file_start(&main_name),
+    };
+    let config = reader.config(&root, path.to_path_buf(), overlays);
+    if diags.has_errors() {
+        Err(diags)
+    } else {
+        Ok(Loaded {
+            config,
+            warnings: diags,
+        })
+    }
+}
+
+fn overlay_files(base_dir: &Path, main_name: &Arc<str>, diags: &mut Diagnostics) -> Vec<PathBuf> {
+    let dir = base_dir.join("gateway.d");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            diags.error(
+                &Origin::file_start(main_name),
+                format!("cannot read the overlay directory {}: {e}", dir.display()),
+            );
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+struct Reader<'d> {
+    diags: &'d mut Diagnostics,
+    base_dir: &'d Path,
+    main: Origin,
+}
+
+/// The keys of one table, read one by one; what is left over is unknown.
+struct Fields<'a> {
+    table: &'a Table,
+    section: String,
+    known: &'static [&'static str],
+    read: HashSet<&'static str>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(table: &'a Table, section: impl Into<String>, known: &'static [&'static str]) -> Self {
+        Fields {
+            table,
+            section: section.into(),
+            known,
+            read: HashSet::new(),
+        }
+    }
+
+    fn node(&mut self, key: &'static str) -> Option<&'a Node> {
+        debug_assert!(self.known.contains(&key), "{key} missing from known keys");
+        self.read.insert(key);
+        self.table.get(key)
+    }
+
+    fn typed<T>(
+        &mut self,
+        key: &'static str,
+        want: &str,
+        diags: &mut Diagnostics,
+        pick: impl Fn(&'a Value) -> Option<T>,
+    ) -> Option<(T, &'a Origin)> {
+        let node = self.node(key)?;
+        match pick(&node.value) {
+            Some(v) => Some((v, &node.origin)),
+            None => {
+                diags.error(
+                    &node.origin,
+                    format!(
+                        "`{key}` in {} must be {want}, not {}",
+                        self.section,
+                        node.value.type_name()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn string(
+        &mut self,
+        key: &'static str,
+        diags: &mut Diagnostics,
+    ) -> Option<(&'a str, &'a Origin)> {
+        self.typed(key, "a string", diags, |v| match v {
+            Value::String(s) => Some(s.as_str()),
+            _ => None,
+        })
+    }
+
+    /// A string that must be there: missing is reported at `at`, the table.
+    fn required_string(
+        &mut self,
+        key: &'static str,
+        at: &Origin,
+        example: &str,
+        diags: &mut Diagnostics,
+    ) -> Option<(&'a str, &'a Origin)> {
+        if self.table.get(key).is_none() {
+            self.read.insert(key);
+            diags.error_with_help(
+                at,
+                format!("{} needs `{key}`", self.section),
+                format!("add e.g. {example}"),
+            );
+            return None;
+        }
+        self.string(key, diags)
+    }
+
+    fn boolean(
+        &mut self,
+        key: &'static str,
+        diags: &mut Diagnostics,
+    ) -> Option<(bool, &'a Origin)> {
+        self.typed(key, "true or false", diags, |v| match v {
+            Value::Boolean(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    fn integer(&mut self, key: &'static str, diags: &mut Diagnostics) -> Option<(i64, &'a Origin)> {
+        self.typed(key, "an integer", diags, |v| match v {
+            Value::Integer(i) => Some(*i),
+            _ => None,
+        })
+    }
+
+    fn strings(
+        &mut self,
+        key: &'static str,
+        diags: &mut Diagnostics,
+    ) -> Option<(Vec<(&'a str, &'a Origin)>, &'a Origin)> {
+        let section = self.section.clone();
+        let (items, origin) = self.typed(key, "an array of strings", diags, |v| match v {
+            Value::Array(items) => Some(items),
+            _ => None,
+        })?;
+        let mut out = Vec::new();
+        for item in items {
+            match &item.value {
+                Value::String(s) => out.push((s.as_str(), &item.origin)),
+                other => diags.error(
+                    &item.origin,
+                    format!(
+                        "`{key}` in {section} must hold strings, not {}",
+                        other.type_name()
+                    ),
+                ),
+            }
+        }
+        Some((out, origin))
+    }
+
+    fn tables(
+        &mut self,
+        key: &'static str,
+        diags: &mut Diagnostics,
+    ) -> Vec<(&'a Table, &'a Origin)> {
+        let section = self.section.clone();
+        let Some((items, _)) = self.typed(key, "an array of tables", diags, |v| match v {
+            Value::Array(items) => Some(items),
+            _ => None,
+        }) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|item| match &item.value {
+                Value::Table(t) => Some((t, &item.origin)),
+                other => {
+                    diags.error(
+                        &item.origin,
+                        format!(
+                            "`{key}` in {section} must hold tables, not {}",
+                            other.type_name()
+                        ),
+                    );
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn duration(
+        &mut self,
+        key: &'static str,
+        default: Duration,
+        diags: &mut Diagnostics,
+    ) -> Duration {
+        match self.string(key, diags) {
+            Some((text, origin)) => match parse_duration(text) {
+                Ok(d) if d.is_zero() => {
+                    diags.error(origin, format!("`{key}` must be longer than zero"));
+                    default
+                }
+                Ok(d) => d,
+                Err(message) => {
+                    diags.error(origin, format!("`{key}`: {message}"));
+                    default
+                }
+            },
+            None => default,
+        }
+    }
+
+    /// Reports keys nobody read, with the nearest known key as the fix.
+    fn finish(self, diags: &mut Diagnostics) {
+        for (key, _) in &self.table.entries {
+            if self.read.contains(key.name.as_str()) {
+                continue;
+            }
+            let message = format!("unknown key `{}` in {}", key.name, self.section);
+            match nearest(&key.name, self.known.iter().copied()) {
+                Some(near) => {
+                    diags.error_with_help(&key.origin, message, format!("did you mean `{near}`?"))
+                }
+                None => diags.error_with_help(
+                    &key.origin,
+                    message,
+                    format!(
+                        "the keys of {} are: {}",
+                        self.section,
+                        self.known.join(", ")
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+impl Reader<'_> {
+    fn config(&mut self, root: &Table, file: PathBuf, overlays: Vec<PathBuf>) -> Config {
+        let mut top = Fields::new(root, "the top level", TOP_LEVEL);
+        let gateway = self.gateway(top.node("gateway"));
+        let listener_tables = top.tables("listeners", self.diags);
+        let tls_node = top.node("tls");
+        let upstreams_node = top.node("upstreams");
+        let auth_node = top.node("auth");
+        let route_tables = top.tables("routes", self.diags);
+        top.finish(self.diags);
+
+        if let Some(auth) = auth_node {
+            self.diags.error_with_help(
+                &auth.origin,
+                "[auth.*] authenticators (jwt, basic) are not available in this build yet",
+                "remove the [auth] tables and `auth =` keys, and protect routes with `allow` or `deny` until authentication ships",
+            );
+        }
+
+        let listeners = self.listeners(&listener_tables);
+        let tls = self.tls(tls_node);
+        let upstreams = self.upstreams(upstreams_node);
+        let routes: Vec<Route> = route_tables
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (t, origin))| self.route(i, t, origin))
+            .collect();
+
+        let config = Config {
+            file,
+            overlays,
+            gateway,
+            listeners,
+            tls,
+            upstreams,
+            routes,
+        };
+        self.cross_check(&config);
+        config
+    }
+
+    fn gateway(&mut self, node: Option<&Node>) -> Gateway {
+        let mut gateway = Gateway {
+            threads: 2,
+            trusted_proxies: Allowlist::default(),
+        };
+        let Some(table) = self.table(node, "[gateway]") else {
+            return gateway;
+        };
+        let mut f = Fields::new(table, "[gateway]", GATEWAY_KEYS);
+        if let Some((threads, origin)) = f.integer("threads", self.diags) {
+            if (1..=1024).contains(&threads) {
+                gateway.threads = threads as usize;
+            } else {
+                self.diags.error_with_help(
+                    origin,
+                    format!("`threads` = {threads} is out of range"),
+                    "use 1 to 1024; one per CPU core is a good start",
+                );
+            }
+        }
+        if let Some((entries, _)) = f.strings("trusted_proxies", self.diags) {
+            gateway.trusted_proxies = self.allowlist(&entries, "trusted_proxies");
+        }
+        f.finish(self.diags);
+        gateway
+    }
+
+    fn table<'a>(&mut self, node: Option<&'a Node>, section: &str) -> Option<&'a Table> {
+        let node = node?;
+        match &node.value {
+            Value::Table(t) => Some(t),
+            other => {
+                self.diags.error(
+                    &node.origin,
+                    format!("{section} must be a table, not {}", other.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    fn allowlist(&mut self, entries: &[(&str, &Origin)], key: &str) -> Allowlist {
+        let mut good = Vec::new();
+        for (entry, origin) in entries {
+            match Allowlist::parse_entry(entry) {
+                Ok(_) => good.push(*entry),
+                Err(e) => self.diags.error_with_help(
+                    origin,
+                    format!("`{key}`: {e}"),
+                    "write CIDRs such as \"10.0.0.0/8\" or \"fd00::/8\", single addresses, or \"loopback\"",
+                ),
+            }
+        }
+        Allowlist::parse(good).expect("entries were checked one by one")
+    }
+
+    fn listeners(&mut self, tables: &[(&Table, &Origin)]) -> Vec<Listener> {
+        let mut listeners = Vec::new();
+        for (i, (table, origin)) in tables.iter().enumerate() {
+            let section = format!("[[listeners]] #{}", i + 1);
+            let mut f = Fields::new(table, section.clone(), LISTENER_KEYS);
+            let name = f.required_string("name", origin, "name = \"https\"", self.diags);
+            let address =
+                f.required_string("address", origin, "address = \"0.0.0.0:443\"", self.diags);
+            let tls = f.boolean("tls", self.diags);
+            let redirect = f.boolean("redirect_https", self.diags);
+            f.finish(self.diags);
+
+            let address = address.and_then(|(text, at)| match text.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.diags.error_with_help(
+                        at,
+                        format!("listener address {text:?} is not IP:PORT"),
+                        "write e.g. \"0.0.0.0:443\", \"127.0.0.1:9000\" or \"[::]:443\"",
+                    );
+                    None
+                }
+            });
+            let kind = match (tls.map(|t| t.0), redirect) {
+                (Some(true), Some((true, at))) => {
+                    self.diags.error_with_help(
+                        at,
+                        "a listener cannot both terminate TLS and redirect to https",
+                        "set `redirect_https = true` on the plain-HTTP listener only",
+                    );
+                    ListenerKind::Tls
+                }
+                (Some(true), _) => ListenerKind::Tls,
+                (_, Some((true, _))) => ListenerKind::RedirectHttps,
+                _ => ListenerKind::Plain,
+            };
+            if let (Some((name, _)), Some(address)) = (name, address) {
+                listeners.push(Listener {
+                    name: name.to_string(),
+                    address,
+                    kind,
+                    origin: (*origin).clone(),
+                });
+            }
+        }
+        listeners
+    }
+
+    fn tls(&mut self, node: Option<&Node>) -> Tls {
+        let mut tls = Tls {
+            min_version: TlsVersion::Tls12,
+            certificates: Vec::new(),
+        };
+        let Some(table) = self.table(node, "[tls]") else {
+            return tls;
+        };
+        let mut f = Fields::new(table, "[tls]", TLS_KEYS);
+        if let Some((v, origin)) = f.string("min_version", self.diags) {
+            match v {
+                "1.2" => tls.min_version = TlsVersion::Tls12,
+                "1.3" => tls.min_version = TlsVersion::Tls13,
+                other => self.diags.error_with_help(
+                    origin,
+                    format!("`min_version` = {other:?} is not supported"),
+                    "use \"1.2\" or \"1.3\"; older versions are unsafe and never offered",
+                ),
+            }
+        }
+        let certs = f.tables("certificates", self.diags);
+        f.finish(self.diags);
+        for (i, (table, origin)) in certs.iter().enumerate() {
+            if let Some(cert) = self.certificate(i, table, origin) {
+                tls.certificates.push(cert);
+            }
+        }
+        tls
+    }
+
+    fn certificate(&mut self, index: usize, table: &Table, origin: &Origin) -> Option<Certificate> {
+        let section = format!("[[tls.certificates]] #{}", index + 1);
+        let mut f = Fields::new(table, section.clone(), CERTIFICATE_KEYS);
+        if table.get("server_names").is_none() {
+            self.diags.error_with_help(
+                origin,
+                format!("{section} needs `server_names`"),
+                "add e.g. server_names = [\"example.com\", \"*.example.com\"]",
+            );
+        }
+        let names = f.strings("server_names", self.diags);
+        let cert = f.string("cert", self.diags);
+        let key = f.string("key", self.diags);
+        let keystore = f.string("keystore", self.diags);
+        let _ = f.string("password_env", self.diags);
+        let _ = f.string("alias", self.diags);
+        f.finish(self.diags);
+
+        if let Some((_, at)) = keystore {
+            self.diags.error_with_help(
+                at,
+                "PKCS#12/JKS keystores are not supported by this build yet",
+                "convert once with `openssl pkcs12 -in server.pfx -nokeys -out fullchain.pem` and `openssl pkcs12 -in server.pfx -nocerts -nodes -out privkey.pem`, then set cert and key",
+            );
+            return None;
+        }
+        let mut server_names = Vec::new();
+        if let Some((names, at)) = &names {
+            if names.is_empty() {
+                self.diags.error_with_help(
+                    at,
+                    "`server_names` is empty",
+                    "list the names this certificate serves, e.g. [\"example.com\", \"*.example.com\"]",
+                );
+            }
+            for (name, at) in names {
+                match HostPattern::parse(name) {
+                    Ok(p) => server_names.push(p),
+                    Err(e) => self.diags.error_with_help(
+                        at,
+                        format!("server name {name:?} is not a host name or wildcard: {e:?}"),
+                        "write \"example.com\", \"*.example.com\" or an IP address",
+                    ),
+                }
+            }
+        }
+        let (cert, key) = match (cert, key) {
+            (Some(c), Some(k)) => (c, k),
+            _ => {
+                self.diags.error_with_help(
+                    origin,
+                    format!("{section} needs both `cert` and `key`"),
+                    "add cert = \"certs/fullchain.pem\" and key = \"certs/privkey.pem\"",
+                );
+                return None;
+            }
+        };
+        let cert = self.existing_file(cert.0, cert.1, "cert");
+        let key = self.existing_file(key.0, key.1, "key");
+        Some(Certificate {
+            server_names,
+            cert: cert?,
+            key: key?,
+            origin: origin.clone(),
+        })
+    }
+
+    fn existing_file(&mut self, written: &str, origin: &Origin, key: &str) -> Option<PathBuf> {
+        let path = self.base_dir.join(written);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Some(path),
+            Ok(_) => {
+                self.diags
+                    .error(origin, format!("`{key}` = {written:?} is not a file"));
+                None
+            }
+            Err(e) => {
+                self.diags.error_with_help(
+                    origin,
+                    format!("`{key}` = {written:?}: cannot read {}: {e}", path.display()),
+                    "relative paths are taken from the directory of the main config file",
+                );
+                None
+            }
+        }
+    }
+
+    fn upstreams(&mut self, node: Option<&Node>) -> Vec<Upstream> {
+        let Some(table) = self.table(node, "[upstreams]") else {
+            return Vec::new();
+        };
+        let mut upstreams = Vec::new();
+        for (key, node) in &table.entries {
+            let section = format!("[upstreams.{}]", key.name);
+            let Some(t) = self.table(Some(node), &section) else {
+                continue;
+            };
+            if !valid_name(&key.name) {
+                self.diags.error_with_help(
+                    &key.origin,
+                    format!("upstream name {:?} is not a plain name", key.name),
+                    "use letters, digits, '-' and '_'",
+                );
+            }
+            let mut f = Fields::new(t, section.clone(), UPSTREAM_KEYS);
+            let url = f.required_string(
+                "url",
+                &node.origin,
+                "url = \"http://127.0.0.1:8880\"",
+                self.diags,
+            );
+            let connect_timeout = f.duration("connect_timeout", Duration::from_secs(2), self.diags);
+            let read_timeout = f.duration("read_timeout", Duration::from_secs(60), self.diags);
+            let write_timeout = f.duration("write_timeout", Duration::from_secs(60), self.diags);
+            let ca = f.string("ca", self.diags);
+            f.finish(self.diags);
+
+            let Some((url, url_origin)) = url else {
+                continue;
+            };
+            let Some((scheme, host, port)) = self.upstream_url(url, url_origin) else {
+                continue;
+            };
+            let ca = match ca {
+                Some((_, at)) if scheme == Scheme::Http => {
+                    self.diags.error_with_help(
+                        at,
+                        "`ca` is only used with an https:// upstream",
+                        "remove `ca`, or use an https:// url",
+                    );
+                    None
+                }
+                Some((path, at)) => self.existing_file(path, at, "ca"),
+                None => None,
+            };
+            upstreams.push(Upstream {
+                name: key.name.clone(),
+                url: url.to_string(),
+                scheme,
+                host,
+                port,
+                connect_timeout,
+                read_timeout,
+                write_timeout,
+                ca,
+                origin: node.origin.clone(),
+            });
+        }
+        upstreams
+    }
+
+    fn upstream_url(&mut self, url: &str, origin: &Origin) -> Option<(Scheme, String, u16)> {
+        let help = "write http://HOST:PORT or https://HOST:PORT, e.g. \"http://127.0.0.1:8880\"";
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (Scheme::Https, rest)
+        } else {
+            self.diags.error_with_help(
+                origin,
+                format!("upstream url {url:?} must start with http:// or https://"),
+                help,
+            );
+            return None;
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#', '@']) {
+            self.diags.error_with_help(
+                origin,
+                format!("upstream url {url:?} may name only a scheme, host and port"),
+                "paths belong to routes: use path_prefix and strip_prefix",
+            );
+            return None;
+        }
+        let default_port = if scheme == Scheme::Https { 443 } else { 80 };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => match p.parse::<u16>() {
+                Ok(p) if p > 0 => (h, p),
+                _ => {
+                    self.diags.error_with_help(
+                        origin,
+                        format!("upstream url {url:?} has a bad port {p:?}"),
+                        help,
+                    );
+                    return None;
+                }
+            },
+            _ => (authority, default_port),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let valid = host.parse::<std::net::IpAddr>().is_ok()
+            || HostPattern::parse(host).is_ok_and(|p| !p.is_wildcard());
+        if host.is_empty() || !valid {
+            self.diags.error_with_help(
+                origin,
+                format!("upstream url {url:?} has no valid host"),
+                help,
+            );
+            return None;
+        }
+        Some((scheme, host.to_ascii_lowercase(), port))
+    }
+
+    fn route(&mut self, index: usize, table: &Table, origin: &Origin) -> Option<Route> {
+        let fallback = format!("[[routes]] #{}", index + 1);
+        let name_hint = table.get("name").and_then(|n| match &n.value {
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        });
+        let section = match &name_hint {
+            Some(n) => format!("[[routes]] {n:?}"),
+            None => fallback.clone(),
+        };
+        let mut f = Fields::new(table, section.clone(), ROUTE_KEYS);
+        let name = f.required_string("name", origin, "name = \"api\"", self.diags);
+        let host = f.string("host", self.diags);
+        let prefix = f.string("path_prefix", self.diags);
+        let strip_prefix = f
+            .boolean("strip_prefix", self.diags)
+            .map(|b| b.0)
+            .unwrap_or(false);
+        let upstream = f.string("upstream", self.diags);
+        let service = f.string("service", self.diags);
+        let auth = f.string("auth", self.diags);
+        let allow = f.strings("allow", self.diags);
+        let deny = f.boolean("deny", self.diags).map(|b| b.0).unwrap_or(false);
+        let listeners = f.strings("listeners", self.diags);
+        f.finish(self.diags);
+
+        let (name, _) = name?;
+        if !valid_name(name) {
+            self.diags.error_with_help(
+                origin,
+                format!("route name {name:?} is not a plain name"),
+                "use letters, digits, '-' and '_'; the name shows in logs and metrics",
+            );
+        }
+        let host = host.and_then(|(h, at)| match HostPattern::parse(h) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.diags.error_with_help(
+                    at,
+                    format!("route host {h:?} is not a host name or wildcard ({e:?})"),
+                    "write \"api.example.com\" or \"*.example.com\" (no scheme, port or path); leave `host` out to match any host",
+                );
+                None
+            }
+        });
+        let path_prefix = match prefix {
+            Some((p, at)) => self.path_prefix(p, at)?,
+            None => "/".to_string(),
+        };
+        if let Some((_, at)) = auth {
+            self.diags.error_with_help(
+                at,
+                "`auth` is not available in this build yet",
+                "remove `auth`; use `allow` to restrict the route to known networks until authentication ships",
+            );
+        }
+        let target = match (upstream, service) {
+            (Some(_), Some((_, at))) => {
+                self.diags.error_with_help(
+                    at,
+                    "a route has either `upstream` or `service`, not both",
+                    "remove one of them",
+                );
+                return None;
+            }
+            (Some((u, _)), None) => RouteTarget::Upstream(u.to_string()),
+            (None, Some((s, at))) => {
+                self.diags.error_with_help(
+                    at,
+                    format!("built-in service {s:?} is not available in this build yet"),
+                    "point the route at an `upstream` instead",
+                );
+                return None;
+            }
+            (None, None) if deny => RouteTarget::Nothing,
+            (None, None) => {
+                self.diags.error_with_help(
+                    origin,
+                    format!("{section} has no `upstream`"),
+                    "add upstream = \"NAME\" naming an [upstreams.NAME] table, or deny = true to refuse the path",
+                );
+                return None;
+            }
+        };
+        let allow = allow.map(|(entries, _)| self.allowlist(&entries, "allow"));
+        if let Some((entries, at)) = &listeners {
+            if entries.is_empty() {
+                self.diags.error_with_help(
+                    at,
+                    "`listeners` is empty, so the route is served nowhere",
+                    "remove `listeners` to serve the route on every listener",
+                );
+            }
+        }
+        let listeners =
+            listeners.map(|(entries, _)| entries.iter().map(|(l, _)| l.to_string()).collect());
+        Some(Route {
+            name: name.to_string(),
+            host,
+            path_prefix,
+            strip_prefix,
+            target,
+            allow,
+            deny,
+            listeners,
+            origin: origin.clone(),
+        })
+    }
+
+    fn path_prefix(&mut self, written: &str, origin: &Origin) -> Option<String> {
+        let help = "write a path such as \"/api\" or \"/api/v1\": it starts with '/', and matches whole segments";
+        match canonicalize(written) {
+            Ok(target) if target.query.is_some() => {
+                self.diags.error_with_help(
+                    origin,
+                    format!("path_prefix {written:?} has a query"),
+                    help,
+                );
+                None
+            }
+            Ok(target) => {
+                let mut canonical = target.path;
+                if canonical.len() > 1 && canonical.ends_with('/') {
+                    canonical.pop();
+                }
+                if canonical != written {
+                    self.diags.error_with_help(
+                        origin,
+                        format!("path_prefix {written:?} is not in canonical form"),
+                        format!("write {canonical:?}; requests are matched after canonicalisation, so only that spelling can match"),
+                    );
+                    return None;
+                }
+                Some(canonical)
+            }
+            Err(e) => {
+                self.diags.error_with_help(
+                    origin,
+                    format!("path_prefix {written:?} is not a valid path: {e}"),
+                    help,
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks that need the whole config: references and collisions.
+    fn cross_check(&mut self, config: &Config) {
+        let main = self.main.clone();
+        if config.listeners.is_empty() && !self.diags.has_errors() {
+            self.diags.error_with_help(
+                &main,
+                "no [[listeners]] are configured, so the gateway would serve nothing",
+                "add [[listeners]] with name = \"https\", address = \"0.0.0.0:443\", tls = true",
+            );
+        }
+        let mut listener_names = HashSet::new();
+        let mut addresses = HashSet::new();
+        for l in &config.listeners {
+            if !listener_names.insert(l.name.as_str()) {
+                self.diags.error_with_help(
+                    &l.origin,
+                    format!("listener name {:?} is used twice", l.name),
+                    "give each listener its own name",
+                );
+            }
+            if !addresses.insert(l.address) {
+                self.diags.error_with_help(
+                    &l.origin,
+                    format!("listener address {} is used twice", l.address),
+                    "give each listener its own address",
+                );
+            }
+        }
+        let has_tls = config.listeners.iter().any(|l| l.kind == ListenerKind::Tls);
+        if has_tls && config.tls.certificates.is_empty() && !self.diags.has_errors() {
+            let at = config
+                .listeners
+                .iter()
+                .find(|l| l.kind == ListenerKind::Tls)
+                .map(|l| l.origin.clone())
+                .unwrap_or(main.clone());
+            self.diags.error_with_help(
+                &at,
+                "a tls listener needs at least one [[tls.certificates]]",
+                "add [[tls.certificates]] with server_names, cert and key",
+            );
+        }
+        if let Some(redirect) = config
+            .listeners
+            .iter()
+            .find(|l| l.kind == ListenerKind::RedirectHttps)
+        {
+            if !has_tls {
+                self.diags.error_with_help(
+                    &redirect.origin,
+                    "`redirect_https` needs a tls listener to redirect to",
+                    "add a listener with tls = true, or remove redirect_https",
+                );
+            }
+        }
+        let mut cert_names = HashSet::new();
+        for cert in &config.tls.certificates {
+            for name in &cert.server_names {
+                if !cert_names.insert(name.to_string()) {
+                    self.diags.warning(
+                        &cert.origin,
+                        format!("server name {name} is listed for more than one certificate; the first one serves it"),
+                    );
+                }
+            }
+        }
+
+        let mut route_names = HashSet::new();
+        let mut claimed: Vec<(String, String, BTreeSet<&str>, &Route)> = Vec::new();
+        for route in &config.routes {
+            if !route_names.insert(route.name.as_str()) {
+                self.diags.error_with_help(
+                    &route.origin,
+                    format!("route name {:?} is used twice", route.name),
+                    "give each route its own name",
+                );
+            }
+            if let RouteTarget::Upstream(u) = &route.target {
+                if config.upstream(u).is_none() {
+                    let known: Vec<&str> =
+                        config.upstreams.iter().map(|u| u.name.as_str()).collect();
+                    let help = match nearest(u, known.iter().copied()) {
+                        Some(n) => format!("did you mean {n:?}?"),
+                        None if known.is_empty() => {
+                            format!("add [upstreams.{u}] with url = \"http://127.0.0.1:8880\"")
+                        }
+                        None => format!("the upstreams are: {}", known.join(", ")),
+                    };
+                    self.diags.error_with_help(
+                        &route.origin,
+                        format!(
+                            "route {:?} names upstream {u:?}, which is not defined",
+                            route.name
+                        ),
+                        help,
+                    );
+                }
+            }
+            let serving: BTreeSet<&str> = match &route.listeners {
+                Some(names) => {
+                    for n in names {
+                        match config.listener(n) {
+                            None => {
+                                let known = config.listeners.iter().map(|l| l.name.as_str());
+                                let help = nearest(n, known).map_or_else(
+                                    || format!("the listeners are: {}", config.listeners.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")),
+                                    |near| format!("did you mean {near:?}?"),
+                                );
+                                self.diags.error_with_help(&route.origin, format!("route {:?} names listener {n:?}, which is not defined", route.name), help);
+                            }
+                            Some(l) if l.kind == ListenerKind::RedirectHttps => self.diags.warning(
+                                &route.origin,
+                                format!("route {:?} lists listener {n:?}, which only redirects to https and serves no routes", route.name),
+                            ),
+                            Some(_) => {}
+                        }
+                    }
+                    names.iter().map(String::as_str).collect()
+                }
+                None => config
+                    .listeners
+                    .iter()
+                    .filter(|l| l.kind != ListenerKind::RedirectHttps)
+                    .map(|l| l.name.as_str())
+                    .collect(),
+            };
+            let host = route
+                .host
+                .as_ref()
+                .map_or_else(|| "*any*".to_string(), |h| h.to_string());
+            if let Some((_, _, _, other)) = claimed.iter().find(|(h, p, ls, _)| {
+                *h == host && *p == route.path_prefix && !ls.is_disjoint(&serving)
+            }) {
+                self.diags.error_with_help(
+                    &route.origin,
+                    format!(
+                        "routes {:?} and {:?} both claim host {} and path_prefix {:?} on the same listener",
+                        other.name, route.name, route.host.as_ref().map_or("(any)".to_string(), |h| h.to_string()), route.path_prefix
+                    ),
+                    "change the host or path_prefix of one of them, or give them different `listeners`",
+                );
+            }
+            claimed.push((host, route.path_prefix.clone(), serving, route));
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
