@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerates the DEVELOPMENT-ONLY certificates shipped in certs/.
+# Never use these in production: the private keys are public in this repository.
+set -euo pipefail
+cd "$(dirname "$0")"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+  -subj "/CN=Postern Development CA (do not trust in production)" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+  -keyout dev-ca-key.pem -out dev-ca.pem
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -subj "/CN=localhost" -keyout dev-key.pem -out dev.csr
+openssl x509 -req -in dev.csr -CA dev-ca.pem -CAkey dev-ca-key.pem -CAcreateserial -days 3650 \
+  -extfile <(printf "subjectAltName=DNS:localhost,DNS:api.localhost,DNS:metrics.localhost,DNS:*.localhost,IP:127.0.0.1,IP:::1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth") \
+  -out dev-leaf.pem
+cat dev-leaf.pem dev-ca.pem > dev-fullchain.pem
+rm -f dev.csr dev-leaf.pem dev-ca.srl
+chmod 600 dev-key.pem dev-ca-key.pem

@@ -1,0 +1,127 @@
+//! `postern`: a TLS-terminating gateway for multi-port backends, on Pingora.
+//!
+//! The commands are the user-facing contract in `shared/spec/gateway.md`:
+//! `run`, `check` and `demo`. `run` and `check` load configuration through the
+//! same path, so whatever `check` accepts, `run` serves.
+
+mod demo;
+mod proxy;
+mod response;
+mod server;
+mod snapshot;
+mod table;
+mod tls;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use postern_config::Diagnostics;
+
+use crate::snapshot::Snapshot;
+
+#[derive(Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "A TLS-terminating gateway for multi-port backends"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run(ConfigArg),
+    /// Validate everything `run` would load, print the route table, bind nothing.
+    Check(ConfigArg),
+    /// Run the shipped gateway.toml with stand-in backends on the Domino REST API ports.
+    Demo(ConfigArg),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Config file [default: $POSTERN_CONFIG, then ./gateway.toml]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| std::env::var_os("POSTERN_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("gateway.toml"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // rustls panics at the first handshake if no process-wide provider is set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    match cli.command {
+        Command::Check(arg) => check(&arg.path()),
+        Command::Run(arg) => match load(&arg.path()) {
+            Some(snapshot) => serve(snapshot),
+            None => ExitCode::from(1),
+        },
+        Command::Demo(arg) => demo::run(&arg.path()),
+    }
+}
+
+/// Loads and compiles a config, printing every finding; None when it has errors.
+fn load(path: &std::path::Path) -> Option<Snapshot> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut diags = Diagnostics::default();
+    let snapshot = match postern_config::load(path, &env) {
+        Ok(loaded) => {
+            diags.extend(loaded.warnings);
+            snapshot::compile(loaded.config, &mut diags)
+        }
+        Err(errors) => {
+            diags.extend(errors);
+            None
+        }
+    };
+    if !diags.is_empty() {
+        eprintln!("{diags}");
+    }
+    let errors = diags.errors().count();
+    if errors > 0 {
+        eprintln!("{}: {errors} error(s); nothing was started", path.display());
+        return None;
+    }
+    snapshot
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match load(path) {
+        Some(snapshot) => {
+            print!("{}", table::render(&snapshot));
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::from(1),
+    }
+}
+
+fn serve(snapshot: Snapshot) -> ExitCode {
+    match server::run(snapshot) {
+        Ok(never) => match never {},
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(1)
+        }
+    }
+}

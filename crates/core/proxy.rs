@@ -1,0 +1,444 @@
+//! A request's journey through the gateway, top to bottom in Pingora's hooks.
+//!
+//! `request_filter` decides everything: canonical path, host, certificate
+//! coverage (421), route (404), deny and allow (403). Only a request that
+//! passed every check gets an `upstream_peer`; `upstream_request_filter` then
+//! rewrites it onto the same canonical path the decision was made on and sets
+//! the forwarding headers. The decisions themselves are plain functions in
+//! `postern-policy`; this file only wires them to Pingora.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::ErrorType;
+use postern_config::ListenerKind;
+use postern_policy::forwarded::{acceptable_request_id, ForwardingHeaders, Hop};
+use postern_policy::host::normalize_host;
+use postern_policy::path::canonicalize;
+use postern_policy::router::strip_segments;
+use postern_policy::source::{self, Client};
+
+use crate::response::{error_response, ErrorKind};
+use crate::snapshot::{RoutePlan, Snapshot};
+use crate::tls::ConnectionCertificate;
+
+/// The proxy logic of one listener; every listener shares the same snapshot.
+pub struct Gateway {
+    pub listener: Arc<str>,
+    pub kind: ListenerKind,
+    pub port: u16,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+/// What one request has been decided to be.
+pub struct RequestCtx {
+    started: Instant,
+    request_id: String,
+    route: Option<Arc<RoutePlan>>,
+    /// Path and query sent upstream: the canonical path, after strip_prefix.
+    upstream_target: String,
+    forwarding: Option<ForwardingHeaders>,
+    /// Why the gateway answered itself, for the access log.
+    refusal: Option<&'static str>,
+    client: Option<IpAddr>,
+}
+
+impl RequestCtx {
+    fn route_name(&self) -> Option<&str> {
+        self.route.as_deref().map(|r| r.name.as_str())
+    }
+}
+
+/// A request the gateway answers itself, and why.
+struct Refusal {
+    kind: ErrorKind,
+    reason: &'static str,
+}
+
+impl Refusal {
+    fn new(kind: ErrorKind, reason: &'static str) -> Self {
+        Refusal { kind, reason }
+    }
+}
+
+enum Decision {
+    Forward,
+    Redirect(String),
+}
+
+impl Gateway {
+    /// Every check a request must pass before anything is forwarded, in the
+    /// order the spec gives: canonical path, host, certificate, route, deny, allow.
+    fn decide(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+    ) -> Result<Decision, Refusal> {
+        let req = session.req_header();
+        let raw_target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let target = canonicalize(raw_target)
+            .map_err(|e| Refusal::new(ErrorKind::BadRequest, e.reason()))?;
+
+        let host_header = req.headers.get(http::header::HOST).map(|h| h.to_str());
+        let authority = req.uri.authority().map(|a| a.as_str());
+        let raw_host = match (host_header, authority) {
+            (Some(Err(_)), _) => {
+                return Err(Refusal::new(
+                    ErrorKind::BadRequest,
+                    "Host is not visible ASCII",
+                ))
+            }
+            (Some(Ok(h)), Some(a)) if !h.eq_ignore_ascii_case(a) => {
+                return Err(Refusal::new(
+                    ErrorKind::BadRequest,
+                    "Host differs from the request target's authority",
+                ))
+            }
+            (Some(Ok(h)), _) => h,
+            (None, Some(a)) => a,
+            (None, None) => return Err(Refusal::new(ErrorKind::BadRequest, "no Host")),
+        };
+        let (host, _) = normalize_host(raw_host)
+            .map_err(|_| Refusal::new(ErrorKind::BadRequest, "malformed Host"))?;
+
+        if self.kind == ListenerKind::RedirectHttps {
+            if !snapshot.served_names.iter().any(|n| n.matches(&host)) {
+                return Err(Refusal::new(
+                    ErrorKind::NotFound,
+                    "redirect requested for a host no certificate serves",
+                ));
+            }
+            let port = match snapshot.https_port {
+                Some(443) | None => String::new(),
+                Some(p) => format!(":{p}"),
+            };
+            let query = target
+                .query
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            return Ok(Decision::Redirect(format!(
+                "https://{host}{port}{}{query}",
+                target.path
+            )));
+        }
+
+        if self.kind == ListenerKind::Tls {
+            let covered = session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .and_then(|tls| tls.extension.get::<ConnectionCertificate>())
+                .is_some_and(|cert| cert.covers(&host));
+            if !covered {
+                return Err(Refusal::new(
+                    ErrorKind::Misdirected,
+                    "Host not covered by the connection's certificate",
+                ));
+            }
+        }
+
+        let router = snapshot.router(&self.listener).ok_or(Refusal::new(
+            ErrorKind::NotFound,
+            "listener serves no routes",
+        ))?;
+        let matched = router
+            .route(&host, &target.path)
+            .ok_or(Refusal::new(ErrorKind::NotFound, "no route"))?;
+        let route = Arc::clone(matched.value);
+        ctx.route = Some(Arc::clone(&route));
+
+        if route.deny {
+            return Err(Refusal::new(
+                ErrorKind::Forbidden,
+                "route denies every request",
+            ));
+        }
+
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| source::unmap(a.ip()))
+            .ok_or(Refusal::new(ErrorKind::Forbidden, "no peer address"))?;
+        let trusted = snapshot.trusted_proxies();
+        let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let client = match source::client(
+            peer,
+            trusted,
+            header("x-forwarded-for"),
+            header("forwarded"),
+        ) {
+            Client::Known(ip) => ip,
+            // Untrusted peers always resolve to themselves, so this is a trusted
+            // proxy sending an unreadable chain: refuse rather than guess.
+            Client::Unknown => {
+                return Err(Refusal::new(
+                    ErrorKind::BadRequest,
+                    "unreadable forwarding chain from a trusted proxy",
+                ))
+            }
+        };
+        ctx.client = Some(client);
+        if let Some(allow) = &route.allow {
+            if !allow.contains(client) {
+                return Err(Refusal::new(
+                    ErrorKind::Forbidden,
+                    "client not in the route's allow list",
+                ));
+            }
+        }
+
+        let path = if route.strip_prefix {
+            strip_segments(&target.path, matched.prefix_segments)
+        } else {
+            &target.path
+        };
+        ctx.upstream_target = match &target.query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let local_port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(self.port, |a| a.port());
+        let hop = Hop {
+            peer,
+            peer_trusted: trusted.contains(peer),
+            client,
+            proto: if self.kind == ListenerKind::Tls {
+                "https"
+            } else {
+                "http"
+            },
+            host: raw_host,
+            port: local_port,
+        };
+        ctx.forwarding = Some(ForwardingHeaders::new(
+            &hop,
+            header("x-forwarded-for"),
+            header("forwarded"),
+        ));
+        Ok(Decision::Forward)
+    }
+
+    async fn answer(&self, session: &mut Session, ctx: &RequestCtx, kind: ErrorKind) -> Result<()> {
+        let (header, body) = error_response(kind, ctx.route_name(), &ctx.request_id)?;
+        self.write(session, header, body).await
+    }
+
+    async fn write(
+        &self,
+        session: &mut Session,
+        header: ResponseHeader,
+        body: Bytes,
+    ) -> Result<()> {
+        // The request body (if any) is not read, so the connection cannot be
+        // trusted to be at a request boundary: close it.
+        if request_has_body(session.req_header()) {
+            session.set_keepalive(None);
+        }
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
+    }
+}
+
+fn request_has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            route: None,
+            upstream_target: String::new(),
+            forwarding: None,
+            refusal: None,
+            client: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| acceptable_request_id(v))
+            .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string);
+
+        let snapshot = self.snapshot.load_full();
+        match self.decide(session, ctx, &snapshot) {
+            Ok(Decision::Forward) => Ok(false),
+            Ok(Decision::Redirect(location)) => {
+                let mut header = ResponseHeader::build(308, Some(4))?;
+                header.insert_header("location", location)?;
+                header.insert_header("content-length", "0")?;
+                header.insert_header("x-request-id", ctx.request_id.as_str())?;
+                ctx.refusal = Some("redirect to https");
+                self.write(session, header, Bytes::new()).await?;
+                Ok(true)
+            }
+            Err(refusal) => {
+                ctx.refusal = Some(refusal.reason);
+                log::info!(
+                    target: "postern::policy",
+                    "refused {} {}: {} (listener={} route={} client={} request_id={})",
+                    refusal.kind.status(),
+                    refusal.kind.name(),
+                    refusal.reason,
+                    self.listener,
+                    ctx.route_name().unwrap_or("-"),
+                    ctx.client.map_or_else(|| "-".to_string(), |c| c.to_string()),
+                    ctx.request_id,
+                );
+                self.answer(session, ctx, refusal.kind).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        // request_filter only lets a request through with a route that forwards.
+        let upstream = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.upstream.as_ref())
+            .ok_or_else(|| {
+                Error::explain(ErrorType::InternalError, "forwarding without an upstream")
+            })?;
+        let mut peer = HttpPeer::new(upstream.address, upstream.tls, upstream.sni.clone());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.write_timeout);
+        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let uri: http::Uri = ctx.upstream_target.parse().map_err(|_| {
+            Error::explain(
+                ErrorType::HTTPStatus(400),
+                "canonical target is not a valid URI",
+            )
+        })?;
+        upstream_request.set_uri(uri);
+        if let Some(forwarding) = &ctx.forwarding {
+            for (name, value) in forwarding.pairs() {
+                upstream_request.insert_header(name, value)?;
+            }
+        }
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let kind = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(400), _) => Some(ErrorKind::BadRequest),
+            (ErrorType::HTTPStatus(code), _) if *code >= 500 => Some(ErrorKind::BadGateway),
+            (ErrorType::HTTPStatus(_), _) => Some(ErrorKind::BadRequest),
+            (ErrorType::ConnectTimedout, _) => Some(ErrorKind::GatewayTimeout),
+            (
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+                pingora::ErrorSource::Upstream,
+            ) => Some(ErrorKind::GatewayTimeout),
+            (_, pingora::ErrorSource::Upstream) => Some(ErrorKind::BadGateway),
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                pingora::ErrorSource::Downstream,
+            ) => None,
+            (_, pingora::ErrorSource::Downstream) => Some(ErrorKind::BadRequest),
+            (_, _) => Some(ErrorKind::BadGateway),
+        };
+        let Some(kind) = kind else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        ctx.refusal = Some(kind.name());
+        // A response may already have started; then there is nothing to add.
+        if session.response_written().is_none() {
+            session.set_keepalive(None);
+            if let Err(write_error) = self.answer(session, ctx, kind).await {
+                log::debug!(
+                    "could not send the {} response: {write_error}",
+                    kind.status()
+                );
+            }
+        }
+        log::warn!(
+            target: "postern::upstream",
+            "{} for route {} upstream {}: {e} (request_id={})",
+            kind.status(),
+            ctx.route_name().unwrap_or("-"),
+            ctx.route.as_ref().and_then(|r| r.upstream.as_ref()).map_or("-", |u| u.name.as_str()),
+            ctx.request_id,
+        );
+        FailToProxy {
+            error_code: kind.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        log::info!(
+            target: "postern::access",
+            "{} {} {} {} listener={} route={} status={} ms={:.3} request_id={}{}",
+            ctx.client.map_or_else(|| "-".to_string(), |c| c.to_string()),
+            req.method,
+            // The canonical target when there is one: the raw one may be hostile.
+            if ctx.upstream_target.is_empty() { "-" } else { ctx.upstream_target.as_str() },
+            if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
+            self.listener,
+            ctx.route_name().unwrap_or("-"),
+            status,
+            ctx.started.elapsed().as_secs_f64() * 1000.0,
+            ctx.request_id,
+            ctx.refusal.map(|r| format!(" refused=\"{r}\"")).unwrap_or_default(),
+        );
+    }
+}

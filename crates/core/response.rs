@@ -1,0 +1,82 @@
+//! The small JSON bodies the gateway answers with when it answers itself:
+//! `{"status":403,"error":"forbidden","route":"mgmt","request_id":"..."}`.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    Forbidden,
+    NotFound,
+    Misdirected,
+    BadGateway,
+    GatewayTimeout,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Misdirected => 421,
+            ErrorKind::BadGateway => 502,
+            ErrorKind::GatewayTimeout => 504,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Misdirected => "misdirected_request",
+            ErrorKind::BadGateway => "bad_gateway",
+            ErrorKind::GatewayTimeout => "gateway_timeout",
+        }
+    }
+}
+
+pub fn error_body(kind: ErrorKind, route: Option<&str>, request_id: &str) -> String {
+    serde_json::json!({
+        "status": kind.status(),
+        "error": kind.name(),
+        "route": route,
+        "request_id": request_id,
+    })
+    .to_string()
+}
+
+pub fn error_response(
+    kind: ErrorKind,
+    route: Option<&str>,
+    request_id: &str,
+) -> Result<(ResponseHeader, Bytes)> {
+    let body = error_body(kind, route, request_id);
+    let mut header = ResponseHeader::build(kind.status(), Some(5))?;
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("cache-control", "no-store")?;
+    header.insert_header("x-request-id", request_id)?;
+    Ok((header, Bytes::from(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_shape_matches_the_spec() {
+        let body: serde_json::Value =
+            serde_json::from_str(&error_body(ErrorKind::Forbidden, Some("mgmt"), "abc")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"status":403,"error":"forbidden","route":"mgmt","request_id":"abc"})
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&error_body(ErrorKind::NotFound, None, "x")).unwrap();
+        assert_eq!(body["route"], serde_json::Value::Null);
+    }
+}

@@ -1,0 +1,79 @@
+//! Assembling the Pingora server: one proxy service per listener, all sharing
+//! one configuration snapshot and one certificate resolver.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use postern_config::ListenerKind;
+
+use crate::proxy::Gateway;
+use crate::snapshot::Snapshot;
+use crate::tls::{HandshakeRecorder, SniResolver};
+
+/// Binds every listener and serves until a signal stops the process.
+pub fn run(snapshot: Snapshot) -> Result<std::convert::Infallible, String> {
+    // Pingora exits the process when a bind fails, with a message that does
+    // not say which listener; try each address first so the operator is told.
+    for l in &snapshot.config.listeners {
+        if let Err(e) = std::net::TcpListener::bind(l.address) {
+            let hint = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    "; ports below 1024 need root or CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep postern)"
+                }
+                std::io::ErrorKind::AddrInUse => "; another process is listening there",
+                _ => "",
+            };
+            return Err(format!(
+                "{}: cannot listen on {} for listener {:?}: {e}{hint}",
+                l.origin, l.address, l.name
+            ));
+        }
+    }
+
+    let conf = ServerConf {
+        threads: snapshot.config.gateway.threads,
+        // Pingora's default drain is 300 s; a gateway restart should not take minutes.
+        grace_period_seconds: Some(5),
+        graceful_shutdown_timeout_seconds: Some(10),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+
+    let resolver = Arc::new(SniResolver::new(Arc::clone(&snapshot.certificates)));
+    let listeners = snapshot.config.listeners.clone();
+    let shared = Arc::new(ArcSwap::from_pointee(snapshot));
+    for l in listeners {
+        let gateway = Gateway {
+            listener: Arc::from(l.name.as_str()),
+            kind: l.kind,
+            port: l.address.port(),
+            snapshot: Arc::clone(&shared),
+        };
+        let mut service = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            gateway,
+            &format!("postern listener {}", l.name),
+        );
+        let address = l.address.to_string();
+        match l.kind {
+            ListenerKind::Tls => {
+                let recorder = HandshakeRecorder {
+                    resolver: Arc::clone(&resolver),
+                };
+                let mut settings = TlsSettings::with_callbacks(Box::new(recorder))
+                    .map_err(|e| format!("listener {:?}: {e}", l.name))?;
+                settings.set_cert_resolver(resolver.clone());
+                settings.enable_h2();
+                service.add_tls_with_settings(&address, None, settings);
+            }
+            ListenerKind::Plain | ListenerKind::RedirectHttps => service.add_tcp(&address),
+        }
+        log::info!("listener {:?} on {} ({:?})", l.name, l.address, l.kind);
+        server.add_service(service);
+    }
+    server.run_forever()
+}

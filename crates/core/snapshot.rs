@@ -1,0 +1,156 @@
+//! A configuration compiled for serving: per-listener routers, resolved
+//! upstream addresses, certificates. Built once per load; requests read it
+//! through an `ArcSwap`, so a reload never blocks them.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_config::{Config, Diagnostics, ListenerKind, RouteTarget, Scheme};
+use postern_policy::host::HostPattern;
+use postern_policy::router::{RouteEntry, Router};
+use postern_policy::source::Allowlist;
+
+use crate::tls::{self, CertificateTable};
+
+#[derive(Debug)]
+pub struct UpstreamPlan {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: bool,
+    /// SNI and certificate name for https upstreams.
+    pub sni: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+/// Everything a request on a route needs, decided at load time.
+#[derive(Debug)]
+pub struct RoutePlan {
+    pub name: String,
+    pub strip_prefix: bool,
+    pub deny: bool,
+    pub allow: Option<Allowlist>,
+    pub upstream: Option<Arc<UpstreamPlan>>,
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    routers: HashMap<String, Router<Arc<RoutePlan>>>,
+    pub certificates: Arc<CertificateTable>,
+    /// Every name some certificate serves, for the https redirect.
+    pub served_names: Vec<HostPattern>,
+    /// Where `redirect_https` sends clients: the first TLS listener's port.
+    pub https_port: Option<u16>,
+}
+
+impl Snapshot {
+    pub fn router(&self, listener: &str) -> Option<&Router<Arc<RoutePlan>>> {
+        self.routers.get(listener)
+    }
+
+    pub fn trusted_proxies(&self) -> &Allowlist {
+        &self.config.gateway.trusted_proxies
+    }
+}
+
+/// Compiles a checked configuration; what cannot be compiled (unreadable
+/// certificates, upstream names that do not resolve) is added to `diags`.
+pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
+    let loaded = tls::load_certificates(&config.tls.certificates, diags);
+    let certificates = Arc::new(CertificateTable::new(loaded, config.tls.min_version));
+
+    let mut upstreams = HashMap::new();
+    for u in &config.upstreams {
+        let address = match (u.host.as_str(), u.port)
+            .to_socket_addrs()
+            .map(|mut a| a.next())
+        {
+            Ok(Some(address)) => address,
+            Ok(None) | Err(_) => {
+                diags.error_with_help(
+                    &u.origin,
+                    format!("upstream {:?}: host {:?} does not resolve", u.name, u.host),
+                    "use an IP address or a name this machine can resolve; names are resolved when the config is loaded",
+                );
+                continue;
+            }
+        };
+        upstreams.insert(
+            u.name.clone(),
+            Arc::new(UpstreamPlan {
+                name: u.name.clone(),
+                address,
+                tls: u.scheme == Scheme::Https,
+                sni: u.host.clone(),
+                connect_timeout: u.connect_timeout,
+                read_timeout: u.read_timeout,
+                write_timeout: u.write_timeout,
+            }),
+        );
+    }
+    if diags.has_errors() {
+        return None;
+    }
+
+    let plans: Vec<(Arc<RoutePlan>, &postern_config::Route)> = config
+        .routes
+        .iter()
+        .map(|r| {
+            let upstream = match &r.target {
+                RouteTarget::Upstream(name) => upstreams.get(name).cloned(),
+                RouteTarget::Nothing => None,
+            };
+            let plan = RoutePlan {
+                name: r.name.clone(),
+                strip_prefix: r.strip_prefix,
+                deny: r.deny,
+                allow: r.allow.clone(),
+                upstream,
+            };
+            (Arc::new(plan), r)
+        })
+        .collect();
+
+    let mut routers = HashMap::new();
+    for listener in &config.listeners {
+        if listener.kind == ListenerKind::RedirectHttps {
+            continue;
+        }
+        let entries = plans
+            .iter()
+            .filter(|(_, r)| {
+                r.listeners
+                    .as_ref()
+                    .is_none_or(|ls| ls.contains(&listener.name))
+            })
+            .map(|(plan, r)| RouteEntry {
+                host: r.host.clone(),
+                path_prefix: r.path_prefix.clone(),
+                value: Arc::clone(plan),
+            });
+        routers.insert(listener.name.clone(), Router::new(entries));
+    }
+
+    let served_names = config
+        .tls
+        .certificates
+        .iter()
+        .flat_map(|c| c.server_names.iter().cloned())
+        .collect();
+    let https_port = config
+        .listeners
+        .iter()
+        .find(|l| l.kind == ListenerKind::Tls)
+        .map(|l| l.address.port());
+    Some(Snapshot {
+        config: Arc::new(config),
+        routers,
+        certificates,
+        served_names,
+        https_port,
+    })
+}

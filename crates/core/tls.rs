@@ -1,0 +1,314 @@
+//! TLS termination: certificates chosen by SNI, and what the HTTP layer needs
+//! to know about the connection's certificate.
+//!
+//! Certificates are loaded and checked here before Pingora ever sees them
+//! (Pingora panics on a bad file at service start). The resolver keeps its
+//! table in an [`ArcSwap`], so certificates can be replaced without a restart.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use postern_config::{Certificate, Diagnostics, TlsVersion};
+use postern_policy::host::HostPattern;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::CipherSuite;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// One loaded certificate and the names it serves.
+#[derive(Debug)]
+pub struct LoadedCertificate {
+    pub key: Arc<CertifiedKey>,
+    pub names: Arc<[HostPattern]>,
+    /// Unix time of the leaf's notAfter.
+    pub not_after: i64,
+}
+
+/// The certificates of a configuration, indexed for SNI.
+#[derive(Debug, Default)]
+pub struct CertificateTable {
+    exact: HashMap<String, Arc<LoadedCertificate>>,
+    wildcard: HashMap<String, Arc<LoadedCertificate>>,
+    /// The first configured certificate, for clients that send no (or an unknown) SNI.
+    default: Option<Arc<LoadedCertificate>>,
+    min_version: Option<TlsVersion>,
+    /// In configuration order.
+    loaded: Vec<Arc<LoadedCertificate>>,
+}
+
+impl CertificateTable {
+    pub fn new(certificates: Vec<Arc<LoadedCertificate>>, min_version: TlsVersion) -> Self {
+        let mut table = CertificateTable {
+            default: certificates.first().cloned(),
+            min_version: Some(min_version),
+            ..Default::default()
+        };
+        for cert in &certificates {
+            for name in cert.names.iter() {
+                let slot = match name {
+                    HostPattern::Exact(n) => table.exact.entry(n.clone()),
+                    HostPattern::Wildcard { suffix } => table.wildcard.entry(suffix.clone()),
+                };
+                // The first certificate to claim a name keeps it.
+                slot.or_insert_with(|| Arc::clone(cert));
+            }
+        }
+        table.loaded = certificates;
+        table
+    }
+
+    pub fn loaded(&self) -> &[Arc<LoadedCertificate>] {
+        &self.loaded
+    }
+
+    /// The certificate for an SNI name: exact, then wildcard, then the default.
+    pub fn select(&self, server_name: Option<&str>) -> Option<&Arc<LoadedCertificate>> {
+        let Some(name) = server_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()) else {
+            return self.default.as_ref();
+        };
+        if let Some(cert) = self.exact.get(&name) {
+            return Some(cert);
+        }
+        let suffix = name
+            .find('.')
+            .filter(|&dot| dot > 0)
+            .map(|dot| &name[dot..]);
+        suffix
+            .and_then(|s| self.wildcard.get(s))
+            .or(self.default.as_ref())
+    }
+}
+
+/// Chooses the certificate for each handshake from the current table.
+#[derive(Debug)]
+pub struct SniResolver {
+    table: ArcSwap<CertificateTable>,
+}
+
+impl SniResolver {
+    pub fn new(table: Arc<CertificateTable>) -> Self {
+        SniResolver {
+            table: ArcSwap::new(table),
+        }
+    }
+
+    pub fn current(&self) -> Arc<CertificateTable> {
+        self.table.load_full()
+    }
+}
+
+fn offers_tls13(hello: &ClientHello<'_>) -> bool {
+    hello.cipher_suites().iter().any(|s| {
+        matches!(
+            s,
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+                | CipherSuite::TLS13_AES_256_GCM_SHA384
+                | CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        )
+    })
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let table = self.table.load();
+        // Pingora's TLS settings always enable 1.2 and 1.3. rustls picks the
+        // highest version both sides support, so refusing clients that offer
+        // no TLS 1.3 suite is what makes `min_version = "1.3"` hold.
+        if table.min_version == Some(TlsVersion::Tls13) && !offers_tls13(&hello) {
+            log::info!(
+                "TLS handshake refused: client does not offer TLS 1.3 and min_version is 1.3"
+            );
+            return None;
+        }
+        table
+            .select(hello.server_name())
+            .map(|c| Arc::clone(&c.key))
+    }
+}
+
+/// Attached to each TLS connection after the handshake, read back per request
+/// to answer 421 when the Host is not one the connection's certificate serves.
+#[derive(Debug)]
+pub struct ConnectionCertificate {
+    pub names: Arc<[HostPattern]>,
+}
+
+impl ConnectionCertificate {
+    pub fn covers(&self, host: &str) -> bool {
+        self.names.iter().any(|n| n.matches(host))
+    }
+}
+
+/// Pingora's post-handshake hook: records which certificate the connection got.
+pub struct HandshakeRecorder {
+    pub resolver: Arc<SniResolver>,
+}
+
+#[async_trait]
+impl TlsAccept for HandshakeRecorder {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        let table = self.resolver.current();
+        let cert = table.select(tls.server_name())?;
+        Some(Arc::new(ConnectionCertificate {
+            names: Arc::clone(&cert.names),
+        }))
+    }
+}
+
+/// Loads and checks every configured certificate; problems are reported
+/// against the `[[tls.certificates]]` entry they belong to.
+pub fn load_certificates(
+    certs: &[Certificate],
+    diags: &mut Diagnostics,
+) -> Vec<Arc<LoadedCertificate>> {
+    certs
+        .iter()
+        .filter_map(|c| match load_certificate(c) {
+            Ok(loaded) => {
+                for warning in coverage_warnings(c, &loaded) {
+                    diags.warning(&c.origin, warning);
+                }
+                Some(Arc::new(loaded))
+            }
+            Err((message, help)) => {
+                diags.error_with_help(&c.origin, message, help);
+                None
+            }
+        })
+        .collect()
+}
+
+fn load_certificate(c: &Certificate) -> Result<LoadedCertificate, (String, String)> {
+    let cert_path = c.cert.display();
+    let key_path = c.key.display();
+    let chain_pem = std::fs::read(&c.cert).map_err(|e| {
+        (
+            format!("cannot read certificate {cert_path}: {e}"),
+            "check the path and file permissions".to_string(),
+        )
+    })?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            (
+                format!("certificate {cert_path} is not valid PEM: {e}"),
+                "give a PEM file with one or more -----BEGIN CERTIFICATE----- blocks, leaf first"
+                    .to_string(),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err((
+            format!("{cert_path} holds no certificate"),
+            "give a PEM file with -----BEGIN CERTIFICATE----- blocks, leaf first".to_string(),
+        ));
+    }
+    let key_pem = std::fs::read(&c.key).map_err(|e| {
+        (
+            format!("cannot read private key {key_path}: {e}"),
+            "check the path and file permissions".to_string(),
+        )
+    })?;
+    if String::from_utf8_lossy(&key_pem).contains("ENCRYPTED") {
+        return Err((
+            format!("private key {key_path} is encrypted"),
+            format!("decrypt it once with `openssl pkey -in {key_path} -out plain.pem` and keep that file readable only by the gateway"),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        (format!("{key_path} holds no usable private key: {e}"), "give a PEM key: PKCS#8 (BEGIN PRIVATE KEY), PKCS#1 (BEGIN RSA PRIVATE KEY) or SEC1 (BEGIN EC PRIVATE KEY)".to_string())
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let key = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+        let message = match e {
+            rustls::Error::InconsistentKeys(_) => {
+                format!("private key {key_path} does not belong to certificate {cert_path}")
+            }
+            other => format!("cannot use {key_path} with {cert_path}: {other}"),
+        };
+        (
+            message,
+            "give the key that was generated with this certificate".to_string(),
+        )
+    })?;
+    let not_after = leaf_not_after(&key.cert[0]).map_err(|e| {
+        (
+            format!("certificate {cert_path}: {e}"),
+            "give an X.509 certificate".to_string(),
+        )
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if not_after < now {
+        return Err((
+            format!("certificate {cert_path} has expired"),
+            "renew it (e.g. certbot renew) and point `cert` and `key` at the new files".to_string(),
+        ));
+    }
+    Ok(LoadedCertificate {
+        key: Arc::new(key),
+        names: c.server_names.clone().into(),
+        not_after,
+    })
+}
+
+fn leaf_not_after(der: &CertificateDer<'_>) -> Result<i64, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| format!("cannot parse the leaf certificate: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Names in `server_names` that the certificate itself does not cover: clients
+/// would reject the handshake, so say so at check time.
+fn coverage_warnings(c: &Certificate, loaded: &LoadedCertificate) -> Vec<String> {
+    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(loaded.key.cert[0].as_ref()) else {
+        return Vec::new();
+    };
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    if let Ok(Some(san)) = leaf.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => {
+                    dns.push(d.to_ascii_lowercase())
+                }
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => ips.push(bytes.to_vec()),
+                _ => {}
+            }
+        }
+    }
+    c.server_names
+        .iter()
+        .filter(|name| {
+            let written = name.to_string();
+            if let Ok(ip) = written.parse::<std::net::IpAddr>() {
+                let octets = match ip {
+                    std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+                    std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+                };
+                return !ips.contains(&octets);
+            }
+            // A wildcard SAN covers the exact names under it, not other wildcards.
+            let covered = dns.iter().any(|d| {
+                *d == written || (!name.is_wildcard() && HostPattern::parse(d).is_ok_and(|p| p.matches(&written)))
+            });
+            !covered
+        })
+        .map(|name| {
+            format!(
+                "server name {name} is not among the certificate {}'s subject alternative names; clients will reject it",
+                c.cert.display()
+            )
+        })
+        .collect()
+}
