@@ -333,6 +333,9 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(upstream.read_timeout);
         peer.options.write_timeout = Some(upstream.write_timeout);
         peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        if let Some(ca) = &upstream.ca {
+            peer.options.ca = Some(Arc::clone(ca));
+        }
         Ok(Box::new(peer))
     }
 

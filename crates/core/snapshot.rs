@@ -13,6 +13,7 @@ use postern_policy::router::{RouteEntry, Router};
 use postern_policy::source::Allowlist;
 
 use crate::tls::{self, CertificateTable};
+use pingora::utils::tls::{parse_x509, WrappedX509};
 
 #[derive(Debug)]
 pub struct UpstreamPlan {
@@ -24,6 +25,8 @@ pub struct UpstreamPlan {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// Extra trust anchors for an https upstream (`ca = "..."`).
+    pub ca: Option<Arc<[WrappedX509]>>,
 }
 
 /// Everything a request on a route needs, decided at load time.
@@ -79,6 +82,20 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 continue;
             }
         };
+        let ca = match &u.ca {
+            Some(path) => match load_ca(path) {
+                Ok(ca) => Some(ca),
+                Err(message) => {
+                    diags.error_with_help(
+                        &u.origin,
+                        format!("upstream {:?}: {message}", u.name),
+                        "give a PEM file of the CA certificate(s) that signed the upstream's certificate",
+                    );
+                    continue;
+                }
+            },
+            None => None,
+        };
         upstreams.insert(
             u.name.clone(),
             Arc::new(UpstreamPlan {
@@ -89,6 +106,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 connect_timeout: u.connect_timeout,
                 read_timeout: u.read_timeout,
                 write_timeout: u.write_timeout,
+                ca,
             }),
         );
     }
@@ -153,4 +171,24 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         served_names,
         https_port,
     })
+}
+
+fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read ca {}: {e}", path.display()))?;
+    let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("ca {} is not valid PEM: {e}", path.display()))?;
+    if ders.is_empty() {
+        return Err(format!("ca {} holds no certificate", path.display()));
+    }
+    ders.into_iter()
+        .map(|der| {
+            // Pingora's parser panics on bad DER: check it here first.
+            x509_parser::parse_x509_certificate(der.as_ref())
+                .map_err(|e| format!("ca {} holds a certificate that does not parse: {e}", path.display()))?;
+            Ok(WrappedX509::new(der.to_vec(), parse_x509))
+        })
+        .collect()
 }
