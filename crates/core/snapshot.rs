@@ -186,8 +186,12 @@ fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {
     ders.into_iter()
         .map(|der| {
             // Pingora's parser panics on bad DER: check it here first.
-            x509_parser::parse_x509_certificate(der.as_ref())
-                .map_err(|e| format!("ca {} holds a certificate that does not parse: {e}", path.display()))?;
+            x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| {
+                format!(
+                    "ca {} holds a certificate that does not parse: {e}",
+                    path.display()
+                )
+            })?;
             Ok(WrappedX509::new(der.to_vec(), parse_x509))
         })
         .collect()

@@ -102,7 +102,9 @@ impl<T> Router<T> {
             .chain(std::iter::once(&mut router.any));
         for group in groups {
             // Stable: equal-length prefixes keep config order.
-            group.routes.sort_by_key(|r| std::cmp::Reverse(r.segments.len()));
+            group
+                .routes
+                .sort_by_key(|r| std::cmp::Reverse(r.segments.len()));
         }
         router
     }
