@@ -168,12 +168,24 @@ impl Gateway {
             .map(|a| source::unmap(a.ip()))
             .ok_or(Refusal::new(ErrorKind::Forbidden, "no peer address"))?;
         let trusted = snapshot.trusted_proxies();
-        let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
+        // A list header may arrive split over several lines; RFC 9110 says
+        // they mean the same as one line joined with commas.
+        let joined = |name| -> Option<String> {
+            let lines: Vec<&str> = req
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+                .collect();
+            (!lines.is_empty()).then(|| lines.join(", "))
+        };
+        let incoming_xff = joined("x-forwarded-for");
+        let incoming_forwarded = joined("forwarded");
         let client = match source::client(
             peer,
             trusted,
-            header("x-forwarded-for"),
-            header("forwarded"),
+            incoming_xff.as_deref(),
+            incoming_forwarded.as_deref(),
         ) {
             Client::Known(ip) => ip,
             // Untrusted peers always resolve to themselves, so this is a trusted
@@ -222,8 +234,8 @@ impl Gateway {
         };
         ctx.forwarding = Some(ForwardingHeaders::new(
             &hop,
-            header("x-forwarded-for"),
-            header("forwarded"),
+            incoming_xff.as_deref(),
+            incoming_forwarded.as_deref(),
         ));
         Ok(Decision::Forward)
     }

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use crate::source::unmap;
+use crate::source::{forwarded_for_values, unmap};
 
 /// Header names the gateway owns on the upstream request.
 pub const OWNED_HEADERS: [&str; 7] = [
@@ -56,10 +56,20 @@ impl ForwardingHeaders {
         incoming_forwarded: Option<&str>,
     ) -> Self {
         let peer = unmap(hop.peer);
-        let xff_chain = incoming_xff
-            .filter(|_| hop.peer_trusted)
-            .map(str::trim)
-            .filter(|v| !v.is_empty());
+        // A trusted proxy that speaks only RFC 7239 still gets an
+        // X-Forwarded-For chain that agrees with X-Real-IP.
+        let xff_from_forwarded = || {
+            let hops: Option<Vec<String>> = forwarded_for_values(incoming_forwarded?)
+                .into_iter()
+                .map(|hop| hop.map(|addr| addr.to_string()))
+                .collect();
+            hops.filter(|h| !h.is_empty()).map(|h| h.join(", "))
+        };
+        let xff_chain = match incoming_xff.map(str::trim).filter(|v| !v.is_empty()) {
+            _ if !hop.peer_trusted => None,
+            Some(chain) => Some(chain.to_string()),
+            None => xff_from_forwarded(),
+        };
         let x_forwarded_for = match xff_chain {
             Some(chain) => format!("{chain}, {peer}"),
             None => peer.to_string(),
@@ -173,6 +183,20 @@ mod tests {
             h.forwarded,
             "for=198.51.100.4, for=10.0.0.2;proto=https;host=\"api.example.com\""
         );
+    }
+
+    #[test]
+    fn trusted_peer_with_only_forwarded_gets_a_matching_xff_chain() {
+        let mut hp = hop("10.0.0.2", true);
+        hp.client = "198.51.100.4".parse().unwrap();
+        let h = ForwardingHeaders::new(
+            &hp,
+            None,
+            Some("for=\"[2001:db8::1]:80\", for=198.51.100.4"),
+        );
+        assert_eq!(h.x_forwarded_for, "2001:db8::1, 198.51.100.4, 10.0.0.2");
+        let untrusted = ForwardingHeaders::new(&hop("10.0.0.2", false), None, Some("for=1.2.3.4"));
+        assert_eq!(untrusted.x_forwarded_for, "10.0.0.2");
     }
 
     #[test]

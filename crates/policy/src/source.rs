@@ -163,7 +163,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     None
 }
 
-fn forwarded_for_values(header: &str) -> Vec<Option<IpAddr>> {
+/// The `for=` value of each element of a Forwarded header, in order; `None`
+/// where an element has no readable address (obfuscated, `unknown`, missing).
+pub fn forwarded_for_values(header: &str) -> Vec<Option<IpAddr>> {
     header
         .split(',')
         .map(|element| {
