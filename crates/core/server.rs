@@ -9,6 +9,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use postern_config::ListenerKind;
 
+use crate::client_hello::MinimumVersionGate;
 use crate::proxy::Gateway;
 use crate::snapshot::Snapshot;
 use crate::tls::{HandshakeRecorder, SniResolver};
@@ -69,6 +70,11 @@ pub fn run(snapshot: Snapshot) -> Result<std::convert::Infallible, String> {
                 settings.set_cert_resolver(resolver.clone());
                 settings.enable_h2();
                 service.add_tls_with_settings(&address, None, settings);
+                service
+                    .endpoints()
+                    .set_pre_tls_callback(Arc::new(MinimumVersionGate {
+                        resolver: Arc::clone(&resolver),
+                    }));
             }
             ListenerKind::Plain | ListenerKind::RedirectHttps => service.add_tcp(&address),
         }

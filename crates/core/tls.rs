@@ -17,7 +17,6 @@ use postern_config::{Certificate, Diagnostics, TlsVersion};
 use postern_policy::host::HostPattern;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::CipherSuite;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -63,6 +62,10 @@ impl CertificateTable {
         table
     }
 
+    pub fn min_version(&self) -> TlsVersion {
+        self.min_version.unwrap_or(TlsVersion::Tls12)
+    }
+
     pub fn loaded(&self) -> &[Arc<LoadedCertificate>] {
         &self.loaded
     }
@@ -103,29 +106,10 @@ impl SniResolver {
     }
 }
 
-fn offers_tls13(hello: &ClientHello<'_>) -> bool {
-    hello.cipher_suites().iter().any(|s| {
-        matches!(
-            s,
-            CipherSuite::TLS13_AES_128_GCM_SHA256
-                | CipherSuite::TLS13_AES_256_GCM_SHA384
-                | CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
-        )
-    })
-}
-
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // min_version is enforced before the handshake: see client_hello.rs.
         let table = self.table.load();
-        // Pingora's TLS settings always enable 1.2 and 1.3. rustls picks the
-        // highest version both sides support, so refusing clients that offer
-        // no TLS 1.3 suite is what makes `min_version = "1.3"` hold.
-        if table.min_version == Some(TlsVersion::Tls13) && !offers_tls13(&hello) {
-            log::info!(
-                "TLS handshake refused: client does not offer TLS 1.3 and min_version is 1.3"
-            );
-            return None;
-        }
         table
             .select(hello.server_name())
             .map(|c| Arc::clone(&c.key))

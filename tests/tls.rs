@@ -1,0 +1,356 @@
+//! TLS termination: certificate choice by SNI, the default certificate, 421
+//! for hosts the connection's certificate does not cover, ALPN and
+//! `min_version`.
+
+mod support;
+
+use support::{
+    assert_gateway_error, echo, get, upstream, upstream_header, Gateway, H2Conn, TlsOptions,
+};
+
+fn any_host_route(data: std::net::SocketAddr) -> String {
+    format!(
+        r#"{}
+[[routes]]
+name = "all"
+upstream = "data"
+"#,
+        upstream("data", data, ""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_chooses_the_certificate() {
+    let data = echo("data").await;
+    let gw = Gateway::start(any_host_route(data.local_addr())).await;
+
+    let cases = [
+        ("api.example.com", "main"),
+        ("metrics.example.com", "main"),
+        ("example.com", "main"),
+        ("localhost", "local"),
+        ("foo.example.net", "wildcard"),
+        ("bar.example.net", "wildcard"),
+        ("API.EXAMPLE.COM", "main"),
+    ];
+    for (name, expected) in cases {
+        let mut conn = gw.tls(name).await;
+        let chain = conn.peer_certificates();
+        assert!(!chain.is_empty(), "{name}: no certificate");
+        assert_eq!(
+            gw.pki.which(&chain[0]),
+            expected,
+            "certificate for SNI {name}"
+        );
+        let response = conn
+            .send(get(name, "/x").as_bytes())
+            .await
+            .expect("response");
+        assert_eq!(response.echo()["backend"], "data", "{name}");
+    }
+    assert_eq!(data.requests_seen(), cases.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_sni_get_the_default_certificate() {
+    let data = echo("data").await;
+    let gw = Gateway::start(any_host_route(data.local_addr())).await;
+
+    // The first configured certificate (api/metrics/example.com).
+    let mut conn = gw
+        .connect(TlsOptions::no_sni("api.example.com"))
+        .await
+        .expect("no-SNI handshake verified as api.example.com");
+    assert_eq!(gw.pki.which(&conn.peer_certificates()[0]), "main");
+    let response = conn
+        .send(get("metrics.example.com", "/x").as_bytes())
+        .await
+        .expect("response");
+    assert_eq!(response.echo()["backend"], "data");
+
+    // A name the default certificate does not carry is misdirected.
+    let mut conn = gw
+        .connect(TlsOptions::no_sni("api.example.com"))
+        .await
+        .expect("handshake");
+    let response = conn
+        .send(get("localhost", "/x").as_bytes())
+        .await
+        .expect("response");
+    assert_gateway_error(&response, 421, "misdirected_request", None);
+
+    // An SNI no certificate serves also gets the default certificate.
+    let conn = gw
+        .connect(TlsOptions::sni("unknown.example.org").verify_as("example.com"))
+        .await
+        .expect("unknown SNI handshake");
+    assert_eq!(gw.pki.which(&conn.peer_certificates()[0]), "main");
+    assert_eq!(data.requests_seen(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_outside_the_connections_certificate_is_421() {
+    let data = echo("data").await;
+    let gw = Gateway::start(any_host_route(data.local_addr())).await;
+
+    for host in [
+        "other.example.org",
+        // Served by the gateway, but by another certificate.
+        "foo.example.net",
+        "localhost",
+        "a.api.example.com",
+    ] {
+        let response = gw.send("api.example.com", get(host, "/x")).await;
+        assert_gateway_error(&response, 421, "misdirected_request", None);
+    }
+    // The wildcard certificate covers one label only.
+    let response = gw
+        .send("foo.example.net", get("a.b.example.net", "/x"))
+        .await;
+    assert_gateway_error(&response, 421, "misdirected_request", None);
+    assert_eq!(
+        data.requests_seen(),
+        0,
+        "a misdirected request was forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_of_one_certificate_share_a_connection() {
+    let data = echo("data").await;
+    let gw = Gateway::start(any_host_route(data.local_addr())).await;
+
+    let mut conn = gw.tls("api.example.com").await;
+    for host in ["api.example.com", "metrics.example.com", "example.com"] {
+        let raw = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let echo_json = conn.send(raw.as_bytes()).await.expect("response").echo();
+        assert_eq!(echo_json["headers"]["x-forwarded-host"][0], host);
+    }
+    // A misdirected request on the same connection is refused alone.
+    let response = conn
+        .send(b"GET /x HTTP/1.1\r\nHost: foo.example.net\r\n\r\n")
+        .await
+        .expect("response");
+    assert_gateway_error(&response, 421, "misdirected_request", None);
+    assert_eq!(data.requests_seen(), 3);
+
+    // Likewise under the wildcard certificate.
+    let mut conn = gw.tls("foo.example.net").await;
+    let raw = get("bar.example.net", "/x");
+    let echo_json = conn.send(raw.as_bytes()).await.expect("response").echo();
+    assert_eq!(
+        echo_json["headers"]["x-forwarded-host"][0],
+        "bar.example.net"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_negotiates_h2_or_http11() {
+    let data = echo("data").await;
+    let gw = Gateway::start(any_host_route(data.local_addr())).await;
+
+    let conn = gw
+        .connect(TlsOptions::sni("api.example.com").alpn(&[b"h2", b"http/1.1"]))
+        .await
+        .expect("handshake offering h2");
+    assert_eq!(conn.alpn().as_deref(), Some(&b"h2"[..]));
+
+    let mut conn = gw
+        .connect(TlsOptions::sni("api.example.com").alpn(&[b"http/1.1"]))
+        .await
+        .expect("handshake offering http/1.1");
+    assert_eq!(conn.alpn().as_deref(), Some(&b"http/1.1"[..]));
+    let response = conn
+        .send(get("api.example.com", "/x").as_bytes())
+        .await
+        .expect("response");
+    assert_eq!(response.echo()["backend"], "data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_version_13_refuses_tls12_clients() {
+    let data = echo("data").await;
+    let gw = Gateway::builder(any_host_route(data.local_addr()))
+        .min_version("1.3")
+        .start()
+        .await;
+
+    // A TLS 1.2 client that lists no TLS 1.3 cipher suite is refused.
+    let tls12_suites = TlsOptions::sni("api.example.com").tls12_suites_only();
+    if let Ok(conn) = gw.connect(tls12_suites).await {
+        panic!(
+            "a TLS 1.2 client offering only TLS 1.2 suites was served with \
+             min_version = \"1.3\", negotiating {:?}",
+            conn.protocol_version()
+        );
+    }
+
+    // So must be one that lists TLS 1.3 suites but supports only TLS 1.2
+    // (the supported_versions extension decides the version, not the suites).
+    let tls12 = TlsOptions::sni("api.example.com").versions(&[&rustls::version::TLS12]);
+    if let Ok(conn) = gw.connect(tls12).await {
+        panic!(
+            "a TLS 1.2-only client (SNI api.example.com) completed a handshake with \
+             min_version = \"1.3\", negotiating {:?}",
+            conn.protocol_version()
+        );
+    }
+
+    let mut conn = gw
+        .connect(TlsOptions::sni("api.example.com").versions(&[&rustls::version::TLS13]))
+        .await
+        .expect("TLS 1.3 handshake");
+    assert_eq!(
+        conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let response = conn
+        .send(get("api.example.com", "/x").as_bytes())
+        .await
+        .expect("response");
+    assert_eq!(response.echo()["backend"], "data");
+
+    // Without SNI, too.
+    let tls12_no_sni = TlsOptions::no_sni("api.example.com").versions(&[&rustls::version::TLS12]);
+    if let Ok(conn) = gw.connect(tls12_no_sni).await {
+        panic!(
+            "a TLS 1.2-only client without SNI completed a handshake with \
+             min_version = \"1.3\", negotiating {:?}",
+            conn.protocol_version()
+        );
+    }
+    assert_eq!(data.requests_seen(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_version_12_serves_tls12_clients() {
+    let data = echo("data").await;
+    let gw = Gateway::builder(any_host_route(data.local_addr()))
+        .min_version("1.2")
+        .start()
+        .await;
+
+    let mut conn = gw
+        .connect(TlsOptions::sni("api.example.com").versions(&[&rustls::version::TLS12]))
+        .await
+        .expect("TLS 1.2 handshake with min_version 1.2");
+    assert_eq!(
+        conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let response = conn
+        .send(get("api.example.com", "/x").as_bytes())
+        .await
+        .expect("response");
+    assert_eq!(response.echo()["backend"], "data");
+
+    let conn = gw
+        .connect(TlsOptions::sni("api.example.com"))
+        .await
+        .expect("default handshake");
+    assert_eq!(
+        conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_chain_verifies_and_wrong_names_do_not() {
+    let data = echo("data").await;
+    let gw = Gateway::start(any_host_route(data.local_addr())).await;
+
+    // The chain is leaf then CA, as configured.
+    let conn = gw.tls("localhost").await;
+    let chain = conn.peer_certificates();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[1].as_ref(), gw.pki.ca.as_ref());
+
+    // SNI localhost, but the client expects example.com: the certificate served
+    // (the local one) must not verify.
+    let result = gw
+        .connect(TlsOptions::sni("localhost").verify_as("example.com"))
+        .await;
+    assert!(
+        result.is_err(),
+        "the localhost certificate verified as example.com"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connection_is_shared_by_hosts_of_its_certificate_only() {
+    let data = echo("data").await;
+    let gw = Gateway::start(any_host_route(data.local_addr())).await;
+
+    let conn = gw
+        .connect(TlsOptions::sni("api.example.com").alpn(&[b"h2"]))
+        .await
+        .expect("h2 handshake");
+    let mut h2 = H2Conn::handshake(conn).await.expect("h2 preface");
+
+    for host in ["api.example.com", "metrics.example.com", "example.com"] {
+        let response = h2.get(host, "/h2/./x?q=1", &[]).await.expect("h2 response");
+        let echo_json = response.json();
+        assert_eq!(echo_json["backend"], "data", "{host}: {echo_json}");
+        assert_eq!(echo_json["path"], "/h2/x");
+        assert_eq!(echo_json["query"], "q=1");
+        assert_eq!(upstream_header(&echo_json, "x-forwarded-host"), [host]);
+        assert_eq!(upstream_header(&echo_json, "x-forwarded-proto"), ["https"]);
+        assert_eq!(
+            upstream_header(&echo_json, "x-forwarded-for"),
+            ["127.0.0.1"]
+        );
+    }
+    assert_eq!(data.requests_seen(), 3);
+
+    for host in ["foo.example.net", "other.example.org", "localhost"] {
+        let response = h2.get(host, "/x", &[]).await.expect("h2 response");
+        let body = response.json();
+        assert_eq!(body["status"], 421, "{host}: {body}");
+        assert_eq!(body["error"], "misdirected_request", "{host}: {body}");
+        assert_eq!(body["route"], serde_json::Value::Null, "{host}: {body}");
+    }
+
+    // A host header that disagrees with :authority is not a way around 421.
+    let response = h2
+        .get("api.example.com", "/x", &[("host", "foo.example.net")])
+        .await;
+    if let Ok(response) = response {
+        let body = String::from_utf8_lossy(&response.body);
+        assert!(!body.contains("\"backend\""), "forwarded: {body}");
+    }
+    assert_eq!(
+        data.requests_seen(),
+        3,
+        "a misdirected h2 request was forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_get_the_same_path_canonicalisation() {
+    let data = echo("data").await;
+    let gw = Gateway::start(any_host_route(data.local_addr())).await;
+    let conn = gw
+        .connect(TlsOptions::sni("api.example.com").alpn(&[b"h2"]))
+        .await
+        .expect("h2 handshake");
+    let mut h2 = H2Conn::handshake(conn).await.expect("h2 preface");
+
+    let response = h2
+        .get("api.example.com", "/a/%2e%2e//b/%41", &[])
+        .await
+        .expect("h2 response");
+    let echo_json = response.json();
+    assert_eq!(echo_json["backend"], "data", "{echo_json}");
+    assert_eq!(echo_json["path"], "/b/A");
+
+    for path in ["/a/%2fb", "/../x", "/a/..;/b", "/a/%00"] {
+        let response = h2
+            .get("api.example.com", path, &[])
+            .await
+            .expect("h2 response");
+        let body = response.json();
+        assert_eq!(body["status"], 400, "{path}: {body}");
+        assert_eq!(body["error"], "bad_request", "{path}: {body}");
+    }
+    assert_eq!(data.requests_seen(), 1);
+}
