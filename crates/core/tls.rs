@@ -223,7 +223,7 @@ fn load_certificate(c: &Certificate) -> Result<LoadedCertificate, (String, Strin
             "give the key that was generated with this certificate".to_string(),
         )
     })?;
-    let not_after = leaf_not_after(&key.cert[0]).map_err(|e| {
+    let (not_before, not_after) = leaf_validity(&key.cert[0]).map_err(|e| {
         (
             format!("certificate {cert_path}: {e}"),
             "give an X.509 certificate".to_string(),
@@ -239,6 +239,27 @@ fn load_certificate(c: &Certificate) -> Result<LoadedCertificate, (String, Strin
             "renew it (e.g. certbot renew) and point `cert` and `key` at the new files".to_string(),
         ));
     }
+    // Five minutes of clock skew between issuer and gateway is normal.
+    if not_before > now + 300 {
+        let starts = x509_parser::time::ASN1Time::from_timestamp(not_before).map_or_else(
+            |_| format!("unix time {not_before}"),
+            |t| {
+                let t = t.to_datetime();
+                format!(
+                    "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute()
+                )
+            },
+        );
+        return Err((
+            format!("certificate {cert_path} is not valid until {starts}; clients would refuse it"),
+            "check the machine's clock, or use a certificate that is already valid".to_string(),
+        ));
+    }
     Ok(LoadedCertificate {
         key: Arc::new(key),
         names: c.server_names.clone().into(),
@@ -246,10 +267,15 @@ fn load_certificate(c: &Certificate) -> Result<LoadedCertificate, (String, Strin
     })
 }
 
-fn leaf_not_after(der: &CertificateDer<'_>) -> Result<i64, String> {
+/// Unix times of the leaf's notBefore and notAfter.
+fn leaf_validity(der: &CertificateDer<'_>) -> Result<(i64, i64), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| format!("cannot parse the leaf certificate: {e}"))?;
-    Ok(cert.validity().not_after.timestamp())
+    let validity = cert.validity();
+    Ok((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
 }
 
 /// Names in `server_names` that the certificate itself does not cover: clients

@@ -99,6 +99,8 @@ pub fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Diagnostics
         diags: &mut diags,
         base_dir: &base_dir,
         main: Origin::file_start(&main_name),
+        refused_upstreams: HashSet::new(),
+        refused_listeners: HashSet::new(),
     };
     let config = reader.config(&root, path.to_path_buf(), overlays);
     if diags.has_errors() {
@@ -137,6 +139,10 @@ struct Reader<'d> {
     diags: &'d mut Diagnostics,
     base_dir: &'d Path,
     main: Origin,
+    /// Names whose definition was refused (already reported), so references
+    /// to them are not reported again as undefined.
+    refused_upstreams: HashSet<String>,
+    refused_listeners: HashSet<String>,
 }
 
 /// The keys of one table, read one by one; what is left over is unknown.
@@ -230,6 +236,18 @@ impl<'a> Fields<'a> {
     }
 
     fn integer(&mut self, key: &'static str, diags: &mut Diagnostics) -> Option<(i64, &'a Origin)> {
+        if let Some(Node {
+            value: Value::IntegerOutOfRange,
+            origin,
+        }) = self.table.get(key)
+        {
+            self.read.insert(key);
+            diags.error(
+                origin,
+                format!("`{key}` in {} is out of range", self.section),
+            );
+            return None;
+        }
         self.typed(key, "an integer", diags, |v| match v {
             Value::Integer(i) => Some(*i),
             _ => None,
@@ -472,6 +490,9 @@ impl Reader<'_> {
                 (_, Some((true, _))) => ListenerKind::RedirectHttps,
                 _ => ListenerKind::Plain,
             };
+            if let (Some((name, _)), None) = (name, address) {
+                self.refused_listeners.insert(name.to_string());
+            }
             if let (Some((name, _)), Some(address)) = (name, address) {
                 listeners.push(Listener {
                     name: name.to_string(),
@@ -631,12 +652,12 @@ impl Reader<'_> {
             let ca = f.string("ca", self.diags);
             f.finish(self.diags);
 
-            let Some((url, url_origin)) = url else {
+            let Some((scheme, host, port)) = url.and_then(|(url, at)| self.upstream_url(url, at))
+            else {
+                self.refused_upstreams.insert(key.name.clone());
                 continue;
             };
-            let Some((scheme, host, port)) = self.upstream_url(url, url_origin) else {
-                continue;
-            };
+            let url = url.map_or("", |(u, _)| u);
             let ca = match ca {
                 Some((_, at)) if scheme == Scheme::Http => {
                     self.diags.error_with_help(
@@ -667,10 +688,14 @@ impl Reader<'_> {
 
     fn upstream_url(&mut self, url: &str, origin: &Origin) -> Option<(Scheme, String, u16)> {
         let help = "write http://HOST:PORT or https://HOST:PORT, e.g. \"http://127.0.0.1:8880\"";
-        let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
-            (Scheme::Http, rest)
-        } else if let Some(rest) = url.strip_prefix("https://") {
-            (Scheme::Https, rest)
+        let scheme_is = |prefix: &str| {
+            url.get(..prefix.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(prefix))
+        };
+        let (scheme, rest) = if scheme_is("http://") {
+            (Scheme::Http, &url["http://".len()..])
+        } else if scheme_is("https://") {
+            (Scheme::Https, &url["https://".len()..])
         } else {
             self.diags.error_with_help(
                 origin,
@@ -689,9 +714,25 @@ impl Reader<'_> {
             return None;
         }
         let default_port = if scheme == Scheme::Https { 443 } else { 80 };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => match p.parse::<u16>() {
-                Ok(p) if p > 0 => (h, p),
+        // `[v6]`, `[v6]:port`, `host` or `host:port`.
+        let (host, port_text) = match authority.strip_prefix('[') {
+            Some(bracketed) => match bracketed.split_once(']') {
+                Some((v6, "")) => (v6, None),
+                Some((v6, after)) => match after.strip_prefix(':') {
+                    Some(p) => (v6, Some(p)),
+                    None => ("", None),
+                },
+                None => ("", None),
+            },
+            None => match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        let port = match port_text {
+            None => default_port,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
                 _ => {
                     self.diags.error_with_help(
                         origin,
@@ -701,9 +742,7 @@ impl Reader<'_> {
                     return None;
                 }
             },
-            _ => (authority, default_port),
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         let valid = host.parse::<std::net::IpAddr>().is_ok()
             || HostPattern::parse(host).is_ok_and(|p| !p.is_wildcard());
         if host.is_empty() || !valid {
@@ -751,17 +790,19 @@ impl Reader<'_> {
                 "use letters, digits, '-' and '_'; the name shows in logs and metrics",
             );
         }
-        let host = host.and_then(|(h, at)| match HostPattern::parse(h) {
-            Ok(p) => Some(p),
-            Err(e) => {
+        let host = match host.map(|(h, at)| (h, at, HostPattern::parse(h))) {
+            None => None,
+            Some((_, _, Ok(pattern))) => Some(pattern),
+            Some((h, at, Err(e))) => {
                 self.diags.error_with_help(
                     at,
-                    format!("route host {h:?} is not a host name or wildcard ({e:?})"),
+                    format!("route host {h:?} is not a host name or wildcard: {}", e.reason()),
                     "write \"api.example.com\" or \"*.example.com\" (no scheme, port or path); leave `host` out to match any host",
                 );
-                None
+                // Refused whole: read as "any host" it would collide falsely.
+                return None;
             }
-        });
+        };
         let path_prefix = match prefix {
             Some((p, at)) => self.path_prefix(p, at)?,
             None => "/".to_string(),
@@ -883,6 +924,18 @@ impl Reader<'_> {
                     "give each listener its own name",
                 );
             }
+            if let Some(other) = config
+                .listeners
+                .iter()
+                .take_while(|o| !std::ptr::eq(*o, l))
+                .find(|o| binds_overlap(o.address, l.address))
+            {
+                self.diags.error_with_help(
+                    &l.origin,
+                    format!("listener address {} and {} of listener {:?} cannot both be bound: a wildcard address takes port {} on every interface", l.address, other.address, other.name, l.address.port()),
+                    "listen on the wildcard address only, or give each listener a specific address",
+                );
+            }
             if !addresses.insert(l.address) {
                 self.diags.error_with_help(
                     &l.origin,
@@ -941,7 +994,7 @@ impl Reader<'_> {
                 );
             }
             if let RouteTarget::Upstream(u) = &route.target {
-                if config.upstream(u).is_none() {
+                if config.upstream(u).is_none() && !self.refused_upstreams.contains(u) {
                     let known: Vec<&str> =
                         config.upstreams.iter().map(|u| u.name.as_str()).collect();
                     let help = match nearest(u, known.iter().copied()) {
@@ -965,6 +1018,7 @@ impl Reader<'_> {
                 Some(names) => {
                     for n in names {
                         match config.listener(n) {
+                            None if self.refused_listeners.contains(n) => {}
                             None => {
                                 let known = config.listeners.iter().map(|l| l.name.as_str());
                                 let help = nearest(n, known).map_or_else(
@@ -1008,6 +1062,19 @@ impl Reader<'_> {
             claimed.push((host, route.path_prefix.clone(), serving, route));
         }
     }
+}
+
+/// Whether two distinct listen addresses would collide at bind time: the same
+/// port where one is a wildcard of the other's family (or `[::]`, which on
+/// Linux also takes IPv4).
+fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    if a == b || a.port() != b.port() {
+        return false;
+    }
+    let covers = |wild: SocketAddr, other: SocketAddr| {
+        wild.ip().is_unspecified() && (wild.is_ipv6() || other.is_ipv4())
+    };
+    covers(a, b) || covers(b, a)
 }
 
 fn valid_name(name: &str) -> bool {

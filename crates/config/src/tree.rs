@@ -17,6 +17,8 @@ use crate::diag::{Diagnostics, Origin};
 pub enum Value {
     String(String),
     Integer(i64),
+    /// An integer TOML accepts but that does not fit 64 bits.
+    IntegerOutOfRange,
     Float,
     Boolean(bool),
     Datetime,
@@ -28,7 +30,7 @@ impl Value {
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::String(_) => "a string",
-            Value::Integer(_) => "an integer",
+            Value::Integer(_) | Value::IntegerOutOfRange => "an integer",
             Value::Float => "a float",
             Value::Boolean(_) => "a boolean",
             Value::Datetime => "a datetime",
@@ -126,8 +128,7 @@ fn convert_node(path: &Arc<str>, text: &str, node: Spanned<DeValue<'_>>) -> Node
         DeValue::String(s) => Value::String(s.into_owned()),
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) => Value::Integer(n),
-            // Out-of-range integers are kept as text; the typed reader reports them.
-            Err(_) => Value::String(i.to_string()),
+            Err(_) => Value::IntegerOutOfRange,
         },
         // No setting takes a float or a datetime; only the type is kept, for errors.
         DeValue::Float(_) => Value::Float,
@@ -215,6 +216,9 @@ fn reorigin(node: &mut Node, origin: &Origin) {
     }
 }
 
+/// Keys whose value is an array of tables, selected by `name` in overrides.
+const ARRAYS_OF_TABLES: [&str; 2] = ["listeners", "routes"];
+
 fn set_path(
     table: &mut Table,
     segments: &[String],
@@ -224,6 +228,14 @@ fn set_path(
     let (first, rest) = segments.split_first().expect("segments is never empty");
     let index = match table.position_ignoring_case(first) {
         Some(i) => i,
+        // An array of tables is picked from by name: a missing one has no
+        // entry of that name, and must not become a plain table.
+        None if ARRAYS_OF_TABLES.contains(&first.as_str()) => {
+            let selector = rest.first().map_or("", String::as_str);
+            return Err(format!(
+                "there is no [[{first}]] entry with name = {selector:?}"
+            ));
+        }
         None => {
             table.entries.push((
                 Key {

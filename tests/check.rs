@@ -1,0 +1,1496 @@
+//! `postern check`, end to end: the binary is run on small configs written to
+//! a temporary directory, and its exit code, route table and diagnostics are
+//! compared with the contract in `shared/spec/gateway.md` ("Commands" and
+//! "gateway.toml"): exit 0 ok, 1 bad config, 2 usage; every error printed as
+//! `FILE:LINE:COL: error: MESSAGE`, followed by `  help: ...` when there is a
+//! fix; nothing panics.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rcgen::{date_time_ymd, CertificateParams, KeyPair};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------
+// Running the binary
+// ---------------------------------------------------------------------------
+
+/// What one run of `postern` gave.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn show(&self) -> String {
+        format!(
+            "exit code {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `postern ARGS` in `cwd`, with every inherited `POSTERN_*` variable
+/// removed and only `env` set. Whatever the outcome, nothing may panic.
+fn postern(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_postern"));
+    cmd.args(args).current_dir(cwd);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("POSTERN_") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().expect("the postern binary runs");
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !run.stderr.contains("panicked") && !run.stdout.contains("panicked"),
+        "postern {args:?} panicked\n{}",
+        run.show()
+    );
+    assert!(
+        run.code.is_some(),
+        "postern {args:?} was killed by a signal\n{}",
+        run.show()
+    );
+    run
+}
+
+/// The shipped sample configuration.
+fn repo_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml")
+}
+
+/// A temporary directory to run `postern check` in.
+struct Workdir {
+    dir: TempDir,
+}
+
+impl Workdir {
+    fn new() -> Self {
+        Workdir {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, relative: &str, text: &str) -> &Self {
+        let path = self.path().join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create dir");
+        }
+        std::fs::write(path, text).expect("write file");
+        self
+    }
+
+    /// `postern check -c gateway.toml`, run from this directory.
+    fn check(&self, env: &[(&str, &str)]) -> Run {
+        postern(self.path(), &["check", "-c", "gateway.toml"], env)
+    }
+
+    /// Certificate material for the TLS cases:
+    /// - `cert.pem` + `key.pem`: a valid pair for "localhost";
+    /// - `other-key.pem`: a key that belongs to no certificate;
+    /// - `expired.pem` + `expired-key.pem`: a pair that expired in 2001;
+    /// - `future.pem` + `future-key.pem`: a pair not valid before 2200;
+    /// - `encrypted-key.pem`: `key.pem`, password-protected;
+    /// - `garbage.pem`: no PEM at all; `bad-pem.pem`: a certificate block that is not base64.
+    fn write_tls_files(&self) {
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("self-signed cert");
+        self.write("cert.pem", &cert.pem());
+        self.write("key.pem", &key.serialize_pem());
+
+        let other = KeyPair::generate().expect("key");
+        self.write("other-key.pem", &other.serialize_pem());
+
+        let old_key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.not_before = date_time_ymd(2000, 1, 1);
+        params.not_after = date_time_ymd(2001, 1, 1);
+        let expired = params.self_signed(&old_key).expect("expired cert");
+        self.write("expired.pem", &expired.pem());
+        self.write("expired-key.pem", &old_key.serialize_pem());
+
+        let future_key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.not_before = date_time_ymd(2200, 1, 1);
+        params.not_after = date_time_ymd(2201, 1, 1);
+        let future = params.self_signed(&future_key).expect("future cert");
+        self.write("future.pem", &future.pem());
+        self.write("future-key.pem", &future_key.serialize_pem());
+
+        self.write("garbage.pem", "this is not a PEM file\n");
+        self.write(
+            "bad-pem.pem",
+            "-----BEGIN CERTIFICATE-----\n!!! not base64 !!!\n-----END CERTIFICATE-----\n",
+        );
+        self.write_encrypted_key();
+    }
+
+    /// `key.pem` encrypted with `openssl`, or, where there is no openssl, a
+    /// block with the header such a file has.
+    fn write_encrypted_key(&self) {
+        let made = Command::new("openssl")
+            .args([
+                "pkcs8",
+                "-topk8",
+                "-in",
+                "key.pem",
+                "-out",
+                "encrypted-key.pem",
+                "-passout",
+                "pass:secret",
+                "-v2",
+                "aes-256-cbc",
+            ])
+            .current_dir(self.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let written = std::fs::read_to_string(self.path().join("encrypted-key.pem"))
+            .is_ok_and(|t| t.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        if !(made && written) {
+            self.write(
+                "encrypted-key.pem",
+                "-----BEGIN ENCRYPTED PRIVATE KEY-----\n\
+                 MIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAhoZW5jcnlwdAICCAAw\n\
+                 DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEAAAAAAAAAAAAAAAAAAAAAAEQAAA\n\
+                 -----END ENCRYPTED PRIVATE KEY-----\n",
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading the output
+// ---------------------------------------------------------------------------
+
+/// `LINE:COL` of `needle` in `text` (first occurrence, 1-based, columns in
+/// characters). A `|` in the needle marks the column meant; without one the
+/// needle's first character is meant.
+fn position(text: &str, needle: &str) -> String {
+    let (before, after) = needle.split_once('|').unwrap_or(("", needle));
+    let whole = format!("{before}{after}");
+    let start = text
+        .find(&whole)
+        .unwrap_or_else(|| panic!("test bug: {whole:?} is not in\n{text}"));
+    let offset = start + before.len();
+    let line = text[..offset].matches('\n').count() + 1;
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..offset].chars().count() + 1;
+    format!("{line}:{column}")
+}
+
+/// Is `line` one the contract allows on stderr: `FILE:LINE:COL: error: ...`
+/// (or a warning), `environment variable NAME: error: ...`, a `  help:` line,
+/// or the closing count?
+fn well_formed(line: &str) -> bool {
+    if line.is_empty() || line.starts_with("  help: ") || line.ends_with("nothing was started") {
+        return true;
+    }
+    let Some((origin, _)) = line
+        .split_once(": error: ")
+        .or_else(|| line.split_once(": warning: "))
+    else {
+        return false;
+    };
+    if let Some(variable) = origin.strip_prefix("environment variable ") {
+        return variable.starts_with("POSTERN_");
+    }
+    let mut parts = origin.rsplitn(3, ':');
+    let column = parts.next().unwrap_or("");
+    let line_no = parts.next().unwrap_or("");
+    let file = parts.next().unwrap_or("");
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s != "0";
+    !file.is_empty() && number(line_no) && number(column)
+}
+
+/// The run failed the way a bad config must: exit 1, nothing on stdout, and
+/// every stderr line in the `file:line:col: error:` shape.
+fn assert_rejected(run: &Run, context: &str) {
+    assert_eq!(run.code, Some(1), "{context}: exit code\n{}", run.show());
+    assert!(
+        run.stdout.trim().is_empty(),
+        "{context}: a rejected config prints nothing on stdout\n{}",
+        run.show()
+    );
+    assert!(
+        run.stderr.contains(": error: "),
+        "{context}: no error reported\n{}",
+        run.show()
+    );
+    for line in run.stderr.lines() {
+        assert!(
+            well_formed(line),
+            "{context}: stderr line is not `FILE:LINE:COL: error: MESSAGE`: {line:?}\n{}",
+            run.show()
+        );
+    }
+}
+
+/// Among the errors of `run`, one is at `origin` (e.g. "gateway.toml:3:7"),
+/// says `message`, and is followed by a help line that says `help`.
+fn assert_error_at(run: &Run, origin: &str, message: &str, help: Option<&str>, context: &str) {
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let prefix = format!("{origin}: error: ");
+    let found = lines.iter().enumerate().find(|(i, line)| {
+        line.starts_with(&prefix)
+            && line.contains(message)
+            && help.is_none_or(|h| {
+                lines
+                    .get(i + 1)
+                    .is_some_and(|next| next.starts_with("  help: ") && next.contains(h))
+            })
+    });
+    assert!(
+        found.is_some(),
+        "{context}: expected `{prefix}...{message}...`{}\n{}",
+        help.map_or(String::new(), |h| format!(" with `  help: ...{h}...`")),
+        run.show()
+    );
+}
+
+/// How many errors were printed.
+fn error_count(run: &Run) -> usize {
+    run.stderr
+        .lines()
+        .filter(|l| l.contains(": error: "))
+        .count()
+}
+
+/// The run succeeded: exit 0, the route table, and the closing OK.
+fn assert_accepted(run: &Run, context: &str) {
+    assert_eq!(run.code, Some(0), "{context}: exit code\n{}", run.show());
+    assert!(
+        run.stdout.trim_end().ends_with(": OK"),
+        "{context}: no OK line\n{}",
+        run.show()
+    );
+    assert!(
+        !run.stderr.contains("error"),
+        "{context}: errors on an accepted config\n{}",
+        run.show()
+    );
+}
+
+/// The route names in the printed route table.
+fn route_names(stdout: &str) -> Vec<String> {
+    let mut names: Vec<String> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("routes"))
+        .skip(2) // the "routes (...)" title and the column header
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The `name address` pairs in the printed listener table.
+fn listener_lines(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("listeners:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            Some((words.next()?.to_string(), words.next()?.to_string()))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Config building blocks
+// ---------------------------------------------------------------------------
+
+/// A plain listener and one upstream: valid on its own. Cases put their own
+/// text *before* it, so the first occurrence of a needle is in the case's text.
+const PLAIN: &str = r#"
+[[listeners]]
+name = "web"
+address = "127.0.0.1:9000"
+
+[upstreams.data]
+url = "http://127.0.0.1:8880"
+"#;
+
+/// A TLS listener; the case supplies the `[[tls.certificates]]`.
+const TLS_LISTENER: &str = r#"
+[[listeners]]
+name = "https"
+address = "127.0.0.1:8443"
+tls = true
+"#;
+
+fn plain(extra: &str) -> String {
+    format!("{extra}\n{PLAIN}")
+}
+
+/// `extra`, then one certificate entry using `cert` and `key`, then a TLS
+/// listener and the plain base.
+fn with_cert(extra: &str, cert: &str, key: &str) -> String {
+    format!(
+        "{extra}\n[[tls.certificates]]\nserver_names = [\"localhost\"]\ncert = \"{cert}\"\nkey = \"{key}\"\n{TLS_LISTENER}{PLAIN}"
+    )
+}
+
+/// One bad config and the one error it must produce.
+struct Case {
+    name: &'static str,
+    toml: String,
+    /// Write the certificate files of [`Workdir::write_tls_files`] too.
+    tls: bool,
+    /// Where the error points, as a needle into `toml` (see [`position`]).
+    at: &'static str,
+    message: &'static str,
+    help: Option<&'static str>,
+}
+
+fn case(
+    name: &'static str,
+    toml: String,
+    at: &'static str,
+    message: &'static str,
+    help: Option<&'static str>,
+) -> Case {
+    Case {
+        name,
+        toml,
+        tls: false,
+        at,
+        message,
+        help,
+    }
+}
+
+fn tls_case(
+    name: &'static str,
+    toml: String,
+    at: &'static str,
+    message: &'static str,
+    help: Option<&'static str>,
+) -> Case {
+    Case {
+        tls: true,
+        ..case(name, toml, at, message, help)
+    }
+}
+
+fn run_cases(cases: Vec<Case>) {
+    let mut failures = Vec::new();
+    for c in cases {
+        let dir = Workdir::new();
+        if c.tls {
+            dir.write_tls_files();
+        }
+        dir.write("gateway.toml", &c.toml);
+        let run = dir.check(&[]);
+        let origin = format!("gateway.toml:{}", position(&c.toml, c.at));
+        let outcome = std::panic::catch_unwind(|| {
+            assert_rejected(&run, c.name);
+            assert_error_at(&run, &origin, c.message, c.help, c.name);
+        });
+        if outcome.is_err() {
+            failures.push(c.name);
+        }
+    }
+    assert!(failures.is_empty(), "failing cases: {failures:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Accepted configurations
+// ---------------------------------------------------------------------------
+
+const SHIPPED_ROUTES: &[&str] = &[
+    "api",
+    "default",
+    "health",
+    "metrics",
+    "metrics-host",
+    "mgmt",
+    "mgmt-shutdown",
+];
+
+fn assert_shipped_table(run: &Run, context: &str) {
+    assert_accepted(run, context);
+    assert_eq!(
+        route_names(&run.stdout),
+        SHIPPED_ROUTES,
+        "{context}\n{}",
+        run.show()
+    );
+    let listeners = listener_lines(&run.stdout);
+    assert_eq!(
+        listeners,
+        [
+            ("https".to_string(), "127.0.0.1:8443".to_string()),
+            ("http".to_string(), "127.0.0.1:8080".to_string())
+        ],
+        "{context}\n{}",
+        run.show()
+    );
+}
+
+#[test]
+fn shipped_config_is_accepted_with_dash_c() {
+    let dir = Workdir::new();
+    let config = repo_config();
+    let run = postern(dir.path(), &["check", "-c", config.to_str().unwrap()], &[]);
+    assert_shipped_table(&run, "check -c <repo>/gateway.toml");
+    assert!(
+        run.stdout
+            .trim_end()
+            .ends_with(&format!("{}: OK", config.display())),
+        "{}",
+        run.show()
+    );
+}
+
+#[test]
+fn shipped_config_is_found_through_postern_config() {
+    let dir = Workdir::new();
+    let config = repo_config();
+    let run = postern(
+        dir.path(),
+        &["check"],
+        &[("POSTERN_CONFIG", config.to_str().unwrap())],
+    );
+    assert_shipped_table(&run, "POSTERN_CONFIG=<repo>/gateway.toml postern check");
+}
+
+#[test]
+fn dash_c_wins_over_postern_config() {
+    let dir = Workdir::new();
+    let config = repo_config();
+    let run = postern(
+        dir.path(),
+        &["check", "-c", config.to_str().unwrap()],
+        &[("POSTERN_CONFIG", "does-not-exist.toml")],
+    );
+    assert_shipped_table(&run, "-c beats POSTERN_CONFIG");
+}
+
+#[test]
+fn gateway_toml_in_the_current_directory_is_the_default() {
+    let dir = Workdir::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(repo_config()).unwrap();
+    dir.write("gateway.toml", &text);
+    for pem in ["dev-fullchain.pem", "dev-key.pem"] {
+        let body = std::fs::read_to_string(repo.join("certs").join(pem)).unwrap();
+        dir.write(&format!("certs/{pem}"), &body);
+    }
+    let run = postern(dir.path(), &["check"], &[]);
+    assert_shipped_table(&run, "plain `postern check` beside gateway.toml");
+    assert!(
+        run.stdout.trim_end().ends_with("gateway.toml: OK"),
+        "{}",
+        run.show()
+    );
+}
+
+#[test]
+fn valid_variants_are_accepted() {
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "same host and prefix on disjoint listeners",
+            r#"
+[[listeners]]
+name = "web"
+address = "127.0.0.1:9000"
+
+[[listeners]]
+name = "ops"
+address = "127.0.0.1:9001"
+
+[upstreams.data]
+url = "http://127.0.0.1:8880"
+
+[[routes]]
+name = "public-metrics"
+path_prefix = "/metrics"
+deny = true
+listeners = ["web"]
+
+[[routes]]
+name = "ops-metrics"
+path_prefix = "/metrics"
+upstream = "data"
+listeners = ["ops"]
+"#
+            .to_string(),
+            "ops-metrics",
+        ),
+        (
+            "allow = [\"loopback\"]",
+            plain("[[routes]]\nname = \"local\"\nupstream = \"data\"\nallow = [\"loopback\", \"10.0.0.0/8\"]\n"),
+            "allow loopback",
+        ),
+        (
+            "https upstream and durations",
+            plain("[upstreams.secure]\nurl = \"https://127.0.0.1:8443\"\nconnect_timeout = \"500ms\"\nread_timeout = \"5m\"\n\n[[routes]]\nname = \"s\"\nupstream = \"secure\"\n"),
+            "https://127.0.0.1:8443",
+        ),
+        (
+            "bracketed IPv6 upstream with a port",
+            plain("[upstreams.v6]\nurl = \"http://[::1]:8880\"\n\n[[routes]]\nname = \"v6\"\nupstream = \"v6\"\n"),
+            "http://[::1]:8880",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, toml, shown) in cases {
+        let dir = Workdir::new();
+        dir.write("gateway.toml", toml);
+        let run = dir.check(&[]);
+        let ok = std::panic::catch_unwind(|| {
+            assert_accepted(&run, name);
+            assert!(
+                run.stdout.contains(shown),
+                "{name}: table lacks {shown:?}\n{}",
+                run.show()
+            );
+        });
+        if ok.is_err() {
+            failures.push(*name);
+        }
+    }
+    assert!(failures.is_empty(), "rejected valid configs: {failures:?}");
+}
+
+// ---------------------------------------------------------------------------
+// One error per config, at the right place
+// ---------------------------------------------------------------------------
+
+#[test]
+fn toml_syntax_errors() {
+    run_cases(vec![
+        case(
+            "extra =",
+            "[gateway]\nthreads = = 2\n".to_string(),
+            "threads = |= 2",
+            "this is not valid TOML",
+            Some("toml.io"),
+        ),
+        case(
+            "duplicate key",
+            plain("[gateway]\nthreads = 2\nthreads = 3\n"),
+            "threads = 3",
+            "this is not valid TOML",
+            Some("toml.io"),
+        ),
+    ]);
+}
+
+#[test]
+fn unknown_keys_are_named_with_the_nearest_or_the_list() {
+    run_cases(vec![
+        case(
+            "top level, near",
+            plain("[[route]]\nname = \"x\"\n"),
+            "[[|route]]",
+            "unknown key `route` in the top level",
+            Some("did you mean `routes`?"),
+        ),
+        case(
+            "top level, far",
+            plain("colour = \"blue\"\n"),
+            "colour",
+            "unknown key `colour` in the top level",
+            Some("gateway, listeners, tls, upstreams, auth, routes"),
+        ),
+        case(
+            "[gateway], near",
+            plain("[gateway]\nthread = 2\n"),
+            "thread = 2",
+            "unknown key `thread` in [gateway]",
+            Some("did you mean `threads`?"),
+        ),
+        case(
+            "[gateway], far",
+            plain("[gateway]\nworkers_per_core = 2\n"),
+            "workers_per_core",
+            "unknown key `workers_per_core` in [gateway]",
+            Some("the keys of [gateway] are: threads, trusted_proxies"),
+        ),
+        case(
+            "[[listeners]], near",
+            plain("[[listeners]]\nname = \"alt\"\naddress = \"127.0.0.1:9001\"\nadress = \"127.0.0.1:9001\"\n"),
+            "adress =",
+            "unknown key `adress` in [[listeners]] #1",
+            Some("did you mean `address`?"),
+        ),
+        case(
+            "[[listeners]], far",
+            plain("[[listeners]]\nname = \"alt\"\naddress = \"127.0.0.1:9001\"\nproxy_protocol = true\n"),
+            "proxy_protocol",
+            "unknown key `proxy_protocol` in [[listeners]] #1",
+            Some("name, address, tls, redirect_https"),
+        ),
+        case(
+            "[[routes]], near: path_prefx",
+            plain("[[routes]]\nname = \"r\"\npath_prefx = \"/x\"\nupstream = \"data\"\n"),
+            "path_prefx",
+            "unknown key `path_prefx` in [[routes]] \"r\"",
+            Some("did you mean `path_prefix`?"),
+        ),
+        case(
+            "[[routes]], near: upstram",
+            plain("[[routes]]\nname = \"r\"\nupstram = \"data\"\n"),
+            "upstram",
+            "unknown key `upstram` in [[routes]] \"r\"",
+            Some("did you mean `upstream`?"),
+        ),
+        case(
+            "[[routes]], far",
+            plain("[[routes]]\nname = \"r\"\nupstream = \"data\"\nrate_limit = 10\n"),
+            "rate_limit",
+            "unknown key `rate_limit` in [[routes]] \"r\"",
+            Some("name, host, path_prefix, strip_prefix, upstream"),
+        ),
+        case(
+            "[upstreams.x], near",
+            plain("[upstreams.slow]\nurl = \"http://127.0.0.1:8881\"\nconect_timeout = \"2s\"\n"),
+            "conect_timeout",
+            "unknown key `conect_timeout` in [upstreams.slow]",
+            Some("did you mean `connect_timeout`?"),
+        ),
+        case(
+            "[upstreams.x], far",
+            plain("[upstreams.slow]\nurl = \"http://127.0.0.1:8881\"\nretries = 3\n"),
+            "retries",
+            "unknown key `retries` in [upstreams.slow]",
+            Some("the keys of [upstreams.slow] are: url, connect_timeout"),
+        ),
+    ]);
+}
+
+#[test]
+fn wrong_types_and_out_of_range_values() {
+    run_cases(vec![
+        case(
+            "threads = \"two\"",
+            plain("[gateway]\nthreads = \"two\"\n"),
+            "threads = |\"two\"",
+            "`threads` in [gateway] must be an integer, not a string",
+            None,
+        ),
+        case(
+            "deny = \"yes\"",
+            plain("[[routes]]\nname = \"r\"\nupstream = \"data\"\ndeny = \"yes\"\n"),
+            "deny = |\"yes\"",
+            "`deny` in [[routes]] \"r\" must be true or false, not a string",
+            None,
+        ),
+        case(
+            "threads = 0",
+            plain("[gateway]\nthreads = 0\n"),
+            "threads = |0",
+            "`threads` = 0 is out of range",
+            Some("use 1 to 1024"),
+        ),
+        case(
+            "threads = -1",
+            plain("[gateway]\nthreads = -1\n"),
+            "threads = |-1",
+            "`threads` = -1 is out of range",
+            Some("use 1 to 1024"),
+        ),
+        case(
+            "min_version = \"1.1\"",
+            plain("[tls]\nmin_version = \"1.1\"\n"),
+            "min_version = |\"1.1\"",
+            "`min_version` = \"1.1\" is not supported",
+            Some("use \"1.2\" or \"1.3\""),
+        ),
+    ]);
+}
+
+#[test]
+fn route_references_and_collisions() {
+    run_cases(vec![
+        case(
+            "undefined upstream, near",
+            plain("[[routes]]\nname = \"r\"\nupstream = \"dat\"\n"),
+            "[[routes]]",
+            "route \"r\" names upstream \"dat\", which is not defined",
+            Some("did you mean \"data\"?"),
+        ),
+        case(
+            "undefined upstream, far",
+            plain("[[routes]]\nname = \"r\"\nupstream = \"backend\"\n"),
+            "[[routes]]",
+            "route \"r\" names upstream \"backend\", which is not defined",
+            Some("the upstreams are: data"),
+        ),
+        case(
+            "undefined listener, near",
+            plain("[[routes]]\nname = \"r\"\nupstream = \"data\"\nlisteners = [\"wbe\"]\n"),
+            "[[routes]]",
+            "route \"r\" names listener \"wbe\", which is not defined",
+            Some("did you mean \"web\"?"),
+        ),
+        case(
+            "undefined listener, far",
+            plain("[[routes]]\nname = \"r\"\nupstream = \"data\"\nlisteners = [\"management\"]\n"),
+            "[[routes]]",
+            "route \"r\" names listener \"management\", which is not defined",
+            Some("the listeners are: web"),
+        ),
+        case(
+            "duplicate route name",
+            plain("[[routes]]\nname = \"r\"\npath_prefix = \"/a\"\nupstream = \"data\"\n\n[[routes]] # second\nname = \"r\"\npath_prefix = \"/b\"\nupstream = \"data\"\n"),
+            "[[routes]] # second",
+            "route name \"r\" is used twice",
+            Some("give each route its own name"),
+        ),
+        case(
+            "same host and path_prefix on one listener",
+            plain("[[routes]]\nname = \"a\"\nhost = \"api.example.com\"\npath_prefix = \"/x\"\nupstream = \"data\"\n\n[[routes]] # second\nname = \"b\"\nhost = \"api.example.com\"\npath_prefix = \"/x\"\ndeny = true\n"),
+            "[[routes]] # second",
+            "routes \"a\" and \"b\" both claim host api.example.com and path_prefix \"/x\" on the same listener",
+            Some("give them different `listeners`"),
+        ),
+        case(
+            "same path_prefix, any host, one listener",
+            plain("[[routes]]\nname = \"a\"\npath_prefix = \"/x\"\nupstream = \"data\"\n\n[[routes]] # second\nname = \"b\"\npath_prefix = \"/x\"\nupstream = \"data\"\n"),
+            "[[routes]] # second",
+            "routes \"a\" and \"b\" both claim host (any) and path_prefix \"/x\"",
+            Some("change the host or path_prefix"),
+        ),
+    ]);
+}
+
+#[test]
+fn route_paths_hosts_and_allowlists() {
+    let route = |body: &str| {
+        plain(&format!(
+            "[[routes]]\nname = \"r\"\nupstream = \"data\"\n{body}\n"
+        ))
+    };
+    run_cases(vec![
+        case(
+            "path_prefix with ..",
+            route("path_prefix = \"/api/../x\""),
+            "path_prefix = |\"/api/../x\"",
+            "path_prefix \"/api/../x\" is not in canonical form",
+            Some("write \"/x\""),
+        ),
+        case(
+            "path_prefix with a trailing slash",
+            route("path_prefix = \"/api/\""),
+            "path_prefix = |\"/api/\"",
+            "path_prefix \"/api/\" is not in canonical form",
+            Some("write \"/api\""),
+        ),
+        case(
+            "path_prefix with a double slash",
+            route("path_prefix = \"/api//v1\""),
+            "path_prefix = |\"/api//v1\"",
+            "path_prefix \"/api//v1\" is not in canonical form",
+            Some("write \"/api/v1\""),
+        ),
+        case(
+            "path_prefix without a leading slash",
+            route("path_prefix = \"api\""),
+            "path_prefix = |\"api\"",
+            "path_prefix \"api\" is not a valid path",
+            Some("it starts with '/'"),
+        ),
+        case(
+            "path_prefix with %2F",
+            route("path_prefix = \"/a%2Fb\""),
+            "path_prefix = |\"/a%2Fb\"",
+            "path_prefix \"/a%2Fb\" is not a valid path: encoded '/' (%2F)",
+            None,
+        ),
+        case(
+            "host with a wildcard in the middle",
+            route("host = \"a.*.com\""),
+            "host = |\"a.*.com\"",
+            "route host \"a.*.com\" is not a host name or wildcard",
+            Some("\"*.example.com\""),
+        ),
+        case(
+            "host with a scheme",
+            route("host = \"https://x\""),
+            "host = |\"https://x\"",
+            "route host \"https://x\" is not a host name or wildcard",
+            Some("no scheme, port or path"),
+        ),
+        case(
+            "allow: prefix length 33",
+            route("allow = [\"loopback\", \"10.0.0.0/33\"]"),
+            "|\"10.0.0.0/33\"",
+            "`allow`: \"10.0.0.0/33\" is not a CIDR",
+            Some("write CIDRs such as \"10.0.0.0/8\""),
+        ),
+        case(
+            "allow: a host name",
+            route("allow = [\"example.com\"]"),
+            "|\"example.com\"",
+            "`allow`: \"example.com\" is not a CIDR",
+            Some("\"loopback\""),
+        ),
+    ]);
+}
+
+#[test]
+fn listener_problems() {
+    run_cases(vec![
+        case(
+            "address without a port",
+            plain("[[listeners]]\nname = \"alt\"\naddress = \"127.0.0.1\"\n"),
+            "address = |\"127.0.0.1\"",
+            "listener address \"127.0.0.1\" is not IP:PORT",
+            Some("\"0.0.0.0:443\""),
+        ),
+        case(
+            "address with a host name",
+            plain("[[listeners]]\nname = \"alt\"\naddress = \"localhost:80\"\n"),
+            "address = |\"localhost:80\"",
+            "listener address \"localhost:80\" is not IP:PORT",
+            Some("\"127.0.0.1:9000\""),
+        ),
+        case(
+            "duplicate address",
+            "[[listeners]]\nname = \"a\"\naddress = \"127.0.0.1:9000\"\n\n[[listeners]] # second\nname = \"b\"\naddress = \"127.0.0.1:9000\"\n\n[[routes]]\nname = \"r\"\ndeny = true\n".to_string(),
+            "[[listeners]] # second",
+            "listener address 127.0.0.1:9000 is used twice",
+            Some("give each listener its own address"),
+        ),
+        case(
+            "tls listener without certificates",
+            plain(TLS_LISTENER),
+            "[[listeners]]",
+            "a tls listener needs at least one [[tls.certificates]]",
+            Some("add [[tls.certificates]]"),
+        ),
+        case(
+            "redirect_https without a tls listener",
+            plain("[[listeners]]\nname = \"http\"\naddress = \"127.0.0.1:8080\"\nredirect_https = true\n"),
+            "[[listeners]]",
+            "`redirect_https` needs a tls listener to redirect to",
+            Some("add a listener with tls = true"),
+        ),
+        tls_case(
+            "tls and redirect_https together",
+            with_cert(
+                "[[listeners]]\nname = \"both\"\naddress = \"127.0.0.1:8444\"\ntls = true\nredirect_https = true\n",
+                "cert.pem",
+                "key.pem",
+            ),
+            "redirect_https = |true",
+            "a listener cannot both terminate TLS and redirect to https",
+            Some("plain-HTTP listener only"),
+        ),
+    ]);
+}
+
+#[test]
+fn upstream_problems() {
+    let upstream = |body: &str| plain(&format!("[upstreams.slow]\n{body}\n"));
+    run_cases(vec![
+        case(
+            "url without a scheme",
+            upstream("url = \"127.0.0.1:8881\""),
+            "url = |\"127.0.0.1:8881\"",
+            "upstream url \"127.0.0.1:8881\" must start with http:// or https://",
+            Some("http://HOST:PORT"),
+        ),
+        case(
+            "url with a path",
+            upstream("url = \"http://127.0.0.1:8881/api\""),
+            "url = |\"http://127.0.0.1:8881/api\"",
+            "may name only a scheme, host and port",
+            Some("use path_prefix and strip_prefix"),
+        ),
+        case(
+            "url with a non-numeric port",
+            upstream("url = \"http://127.0.0.1:88x1\""),
+            "url = |\"http://127.0.0.1:88x1\"",
+            "has a bad port \"88x1\"",
+            Some("http://HOST:PORT"),
+        ),
+        case(
+            "url with a port above 65535",
+            upstream("url = \"http://127.0.0.1:70000\""),
+            "url = |\"http://127.0.0.1:70000\"",
+            "has a bad port \"70000\"",
+            Some("http://HOST:PORT"),
+        ),
+        case(
+            "upstream without url",
+            upstream("connect_timeout = \"2s\""),
+            "[upstreams.slow]",
+            "[upstreams.slow] needs `url`",
+            Some("url = \"http://127.0.0.1:8880\""),
+        ),
+        case(
+            "duration without a unit",
+            upstream("url = \"http://127.0.0.1:8881\"\nconnect_timeout = \"2\""),
+            "connect_timeout = |\"2\"",
+            "`connect_timeout`: \"2\" has no unit",
+            None,
+        ),
+        case(
+            "duration in an unknown unit",
+            upstream("url = \"http://127.0.0.1:8881\"\nread_timeout = \"5 parsecs\""),
+            "read_timeout = |\"5 parsecs\"",
+            "`read_timeout`: \"5 parsecs\" has an unknown unit",
+            None,
+        ),
+        case(
+            "duration of zero",
+            upstream("url = \"http://127.0.0.1:8881\"\nwrite_timeout = \"0s\""),
+            "write_timeout = |\"0s\"",
+            "`write_timeout` must be longer than zero",
+            None,
+        ),
+    ]);
+}
+
+#[test]
+fn certificate_problems() {
+    run_cases(vec![
+        tls_case(
+            "certificate file missing",
+            with_cert("", "missing.pem", "key.pem"),
+            "cert = |\"missing.pem\"",
+            "`cert` = \"missing.pem\": cannot read",
+            Some("relative paths are taken from the directory of the main config file"),
+        ),
+        tls_case(
+            "key file missing",
+            with_cert("", "cert.pem", "missing-key.pem"),
+            "key = |\"missing-key.pem\"",
+            "`key` = \"missing-key.pem\": cannot read",
+            Some("relative paths are taken from the directory of the main config file"),
+        ),
+        tls_case(
+            "key of another certificate",
+            with_cert("", "cert.pem", "other-key.pem"),
+            "[[tls.certificates]]",
+            "private key other-key.pem does not belong to certificate cert.pem",
+            Some("give the key that was generated with this certificate"),
+        ),
+        tls_case(
+            "encrypted key",
+            with_cert("", "cert.pem", "encrypted-key.pem"),
+            "[[tls.certificates]]",
+            "private key encrypted-key.pem is encrypted",
+            Some("openssl pkey"),
+        ),
+        tls_case(
+            "expired certificate",
+            with_cert("", "expired.pem", "expired-key.pem"),
+            "[[tls.certificates]]",
+            "certificate expired.pem has expired",
+            Some("renew it"),
+        ),
+        tls_case(
+            "certificate not valid yet",
+            with_cert("", "future.pem", "future-key.pem"),
+            "[[tls.certificates]]",
+            "certificate future.pem is not valid until 2200",
+            Some("clock"),
+        ),
+        tls_case(
+            "certificate file without PEM",
+            with_cert("", "garbage.pem", "key.pem"),
+            "[[tls.certificates]]",
+            "garbage.pem holds no certificate",
+            Some("-----BEGIN CERTIFICATE-----"),
+        ),
+        tls_case(
+            "certificate block that is not base64",
+            with_cert("", "bad-pem.pem", "key.pem"),
+            "[[tls.certificates]]",
+            "certificate bad-pem.pem is not valid PEM",
+            Some("-----BEGIN CERTIFICATE-----"),
+        ),
+        tls_case(
+            "key file without PEM",
+            with_cert("", "cert.pem", "garbage.pem"),
+            "[[tls.certificates]]",
+            "garbage.pem holds no usable private key",
+            Some("PKCS#8"),
+        ),
+        tls_case(
+            "certificate entry without key",
+            format!("[[tls.certificates]]\nserver_names = [\"localhost\"]\ncert = \"cert.pem\"\n{TLS_LISTENER}{PLAIN}"),
+            "[[tls.certificates]]",
+            "[[tls.certificates]] #1 needs both `cert` and `key`",
+            Some("key = \"certs/privkey.pem\""),
+        ),
+    ]);
+}
+
+/// Authentication has not shipped in this build: `[auth.*]` and `auth =` are
+/// refused, with a message that says so. (This changes when it ships.)
+#[test]
+fn authentication_is_refused_in_this_build() {
+    run_cases(vec![
+        case(
+            "[auth.ops] table",
+            plain("[auth.ops]\ntype = \"basic\"\nrealm = \"management\"\n"),
+            "[|auth.ops]",
+            "authenticators (jwt, basic) are not available in this build yet",
+            Some("protect routes with `allow` or `deny`"),
+        ),
+        case(
+            "auth = on a route",
+            plain("[[routes]]\nname = \"r\"\nupstream = \"data\"\nauth = \"ops\"\n"),
+            "auth = |\"ops\"",
+            "`auth` is not available in this build yet",
+            Some("use `allow`"),
+        ),
+    ]);
+}
+
+// ---------------------------------------------------------------------------
+// Errors that must not drag in other, false ones
+// ---------------------------------------------------------------------------
+
+/// A config with one mistake reports that one mistake: an upstream, listener
+/// or host that was refused must not be reported again as missing or as
+/// colliding with another route.
+#[test]
+fn one_mistake_gives_one_error() {
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "bad upstream url, route names that upstream",
+            plain("[upstreams.slow]\nurl = \"127.0.0.1:8881\"\n\n[[routes]]\nname = \"r\"\nupstream = \"slow\"\n"),
+            "url = |\"127.0.0.1:8881\"",
+        ),
+        (
+            "bad listener address, route names that listener",
+            plain("[[listeners]]\nname = \"ops\"\naddress = \"localhost:9001\"\n\n[[routes]]\nname = \"r\"\nupstream = \"data\"\nlisteners = [\"ops\"]\n"),
+            "address = |\"localhost:9001\"",
+        ),
+        (
+            "bad host on a route, another route on / for any host",
+            plain("[[routes]]\nname = \"any\"\nupstream = \"data\"\n\n[[routes]]\nname = \"bad-host\"\nhost = \"a.*.com\"\nupstream = \"data\"\n"),
+            "host = |\"a.*.com\"",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, toml, at) in cases {
+        let dir = Workdir::new();
+        dir.write("gateway.toml", toml);
+        let run = dir.check(&[]);
+        let origin = format!("gateway.toml:{}", position(toml, at));
+        let ok = std::panic::catch_unwind(|| {
+            assert_rejected(&run, name);
+            assert_error_at(&run, &origin, "", None, name);
+            assert_eq!(
+                error_count(&run),
+                1,
+                "{name}: one mistake, one error\n{}",
+                run.show()
+            );
+        });
+        if ok.is_err() {
+            failures.push(*name);
+        }
+    }
+    assert!(failures.is_empty(), "cascading errors: {failures:?}");
+}
+
+/// `http://[::1]` is a complete URL (port 80, as for `http://127.0.0.1`);
+/// it must not be refused as a "bad port".
+#[test]
+fn ipv6_upstream_without_a_port_is_accepted() {
+    let dir = Workdir::new();
+    dir.write(
+        "gateway.toml",
+        &plain("[upstreams.v6]\nurl = \"http://[::1]\"\n\n[[routes]]\nname = \"v6\"\nupstream = \"v6\"\n"),
+    );
+    let run = dir.check(&[]);
+    assert_accepted(&run, "url = \"http://[::1]\"");
+    assert!(run.stdout.contains("http://[::1]"), "{}", run.show());
+}
+
+/// An integer too large for 64 bits is still an integer: the error must say
+/// it is out of range, not that it is "not a string".
+#[test]
+fn huge_integer_is_out_of_range_not_a_string() {
+    let toml = plain("[gateway]\nthreads = 99999999999999999999\n");
+    let dir = Workdir::new();
+    dir.write("gateway.toml", &toml);
+    let run = dir.check(&[]);
+    assert_rejected(&run, "threads = 99999999999999999999");
+    let origin = format!("gateway.toml:{}", position(&toml, "threads = |9"));
+    assert_error_at(&run, &origin, "out of range", None, "huge threads");
+    assert!(!run.stderr.contains("string"), "{}", run.show());
+}
+
+/// POSTERN_ROUTES__NOPE__DENY names a route that does not exist whether or
+/// not the file has other routes; with none, the error must not instead
+/// complain that `routes` "must be an array of tables, not a table".
+#[test]
+fn env_override_of_a_route_in_a_file_without_routes() {
+    let dir = Workdir::new();
+    dir.write("gateway.toml", &plain(""));
+    let run = dir.check(&[("POSTERN_ROUTES__NOPE__DENY", "true")]);
+    assert_rejected(&run, "POSTERN_ROUTES__NOPE__DENY, no routes");
+    assert!(
+        run.stderr.lines().any(|l| l
+            .starts_with("environment variable POSTERN_ROUTES__NOPE__DENY: error: ")
+            && l.contains("no [[routes]] entry with name")),
+        "{}",
+        run.show()
+    );
+    assert_eq!(error_count(&run), 1, "{}", run.show());
+}
+
+/// `check` promises that what it accepts, `run` can serve. Two listeners on
+/// the same port, one on the wildcard address, cannot both bind (`run` fails
+/// with "Address already in use"), so `check` must refuse them.
+#[test]
+fn wildcard_and_specific_address_on_one_port_are_refused() {
+    let toml = "[[listeners]]\nname = \"all\"\naddress = \"0.0.0.0:9002\"\n\n[[listeners]] # second\nname = \"local\"\naddress = \"127.0.0.1:9002\"\n\n[[routes]]\nname = \"r\"\ndeny = true\n";
+    let dir = Workdir::new();
+    dir.write("gateway.toml", toml);
+    let run = dir.check(&[]);
+    assert_rejected(&run, "0.0.0.0:9002 and 127.0.0.1:9002");
+    let header = position(toml, "[[listeners]] # second");
+    let value = position(toml, "address = |\"127.0.0.1:9002\"");
+    assert!(
+        run.stderr.lines().any(
+            |l| (l.starts_with(&format!("gateway.toml:{header}: error: "))
+                || l.starts_with(&format!("gateway.toml:{value}: error: ")))
+                && l.contains("9002")
+        ),
+        "the second listener should be reported, naming the port\n{}",
+        run.show()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Several errors at once
+// ---------------------------------------------------------------------------
+
+#[test]
+fn every_error_in_a_file_is_reported() {
+    let toml = r#"[gateway]
+threads = 0
+colour = "red"
+
+[[listeners]]
+name = "web"
+address = "127.0.0.1:9000"
+
+[upstreams.data]
+url = "http://127.0.0.1:8880"
+connect_timeout = "2"
+
+[[routes]]
+name = "r"
+path_prefix = "/api/"
+upstream = "data"
+
+[[routes]] # s
+name = "s"
+upstream = "dta"
+allow = ["10.0.0.0/33"]
+"#;
+    let dir = Workdir::new();
+    dir.write("gateway.toml", toml);
+    let run = dir.check(&[]);
+    assert_rejected(&run, "six errors");
+    let expected = [
+        ("threads = |0", "`threads` = 0 is out of range"),
+        ("colour", "unknown key `colour` in [gateway]"),
+        ("connect_timeout = |\"2\"", "has no unit"),
+        ("path_prefix = |\"/api/\"", "is not in canonical form"),
+        (
+            "[[routes]] # s",
+            "names upstream \"dta\", which is not defined",
+        ),
+        ("|\"10.0.0.0/33\"", "is not a CIDR"),
+    ];
+    for (at, message) in expected {
+        let origin = format!("gateway.toml:{}", position(toml, at));
+        assert_error_at(&run, &origin, message, None, "six errors");
+    }
+    assert_eq!(error_count(&run), expected.len(), "{}", run.show());
+    assert!(
+        run.stderr.contains("gateway.toml: 6 error(s)"),
+        "the closing count\n{}",
+        run.show()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// gateway.d overlays
+// ---------------------------------------------------------------------------
+
+#[test]
+fn overlay_overrides_threads_and_replaces_trusted_proxies() {
+    let dir = Workdir::new();
+    let main = plain("[gateway]\nthreads = 0\ntrusted_proxies = [\"not-a-cidr\"]\n\n[[routes]]\nname = \"r\"\nupstream = \"data\"\n");
+    dir.write("gateway.toml", &main);
+    // Without the overlay, both values are wrong.
+    let run = dir.check(&[]);
+    assert_rejected(&run, "main file alone");
+    assert_eq!(error_count(&run), 2, "{}", run.show());
+
+    // The overlay sets threads and replaces the array: were the arrays
+    // concatenated, "not-a-cidr" would still be there.
+    dir.write(
+        "gateway.d/10-site.toml",
+        "[gateway]\nthreads = 4\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+    );
+    let run = dir.check(&[]);
+    assert_accepted(&run, "main file with the overlay");
+}
+
+#[test]
+fn overlay_errors_name_the_overlay() {
+    let cases: &[(&str, &str, &str, &str, Option<&str>)] = &[
+        (
+            "wrong type",
+            "# site settings\n[gateway]\nthreads = \"many\"\n",
+            "threads = |\"many\"",
+            "`threads` in [gateway] must be an integer",
+            None,
+        ),
+        (
+            "unknown key",
+            "[gateway]\nthread = 4\n",
+            "thread = 4",
+            "unknown key `thread` in [gateway]",
+            Some("did you mean `threads`?"),
+        ),
+        (
+            "TOML syntax",
+            "[gateway]\n\nthreads = = 4\n",
+            "threads = |= 4",
+            "this is not valid TOML",
+            Some("toml.io"),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, overlay, at, message, help) in cases {
+        let dir = Workdir::new();
+        dir.write("gateway.toml", &plain("[gateway]\nthreads = 2\n"));
+        dir.write("gateway.d/50-bad.toml", overlay);
+        let run = dir.check(&[]);
+        let origin = format!("gateway.d/50-bad.toml:{}", position(overlay, at));
+        let ok = std::panic::catch_unwind(|| {
+            assert_rejected(&run, name);
+            assert_error_at(&run, &origin, message, *help, name);
+            assert_eq!(error_count(&run), 1, "{name}\n{}", run.show());
+        });
+        if ok.is_err() {
+            failures.push(*name);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "overlay errors not reported at the overlay: {failures:?}"
+    );
+}
+
+#[test]
+fn overlays_apply_in_name_order() {
+    let dir = Workdir::new();
+    dir.write(
+        "gateway.toml",
+        &plain("[[routes]]\nname = \"r\"\nupstream = \"data\"\n"),
+    );
+    // Written later-name first, so directory order is unlikely to be name order.
+    dir.write(
+        "gateway.d/20-b.toml",
+        "[upstreams.data]\nurl = \"http://127.0.0.1:7002\"\n",
+    );
+    dir.write(
+        "gateway.d/10-a.toml",
+        "[upstreams.data]\nurl = \"http://127.0.0.1:7001\"\n",
+    );
+    // Not a .toml file: ignored.
+    dir.write("gateway.d/README", "this = = is not toml\n");
+    let run = dir.check(&[]);
+    assert_accepted(&run, "two overlays");
+    assert!(
+        run.stdout.contains("http://127.0.0.1:7002") && !run.stdout.contains("7001"),
+        "20-b.toml must win over 10-a.toml\n{}",
+        run.show()
+    );
+
+    // The same, seen through errors: only the later file's bad value counts.
+    let dir = Workdir::new();
+    dir.write("gateway.toml", &plain(""));
+    dir.write("gateway.d/10-a.toml", "[gateway]\nthreads = 0\n");
+    dir.write("gateway.d/20-b.toml", "[gateway]\nthreads = 3\n");
+    assert_accepted(&dir.check(&[]), "20-b.toml fixes 10-a.toml");
+
+    let dir = Workdir::new();
+    dir.write("gateway.toml", &plain(""));
+    dir.write("gateway.d/10-a.toml", "[gateway]\nthreads = 3\n");
+    dir.write("gateway.d/20-b.toml", "[gateway]\nthreads = 0\n");
+    let run = dir.check(&[]);
+    assert_rejected(&run, "20-b.toml breaks 10-a.toml");
+    assert_error_at(
+        &run,
+        "gateway.d/20-b.toml:2:11",
+        "`threads` = 0 is out of range",
+        Some("use 1 to 1024"),
+        "20-b.toml wins",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Environment overrides
+// ---------------------------------------------------------------------------
+
+#[test]
+fn env_override_of_threads_is_applied() {
+    let dir = Workdir::new();
+    dir.write("gateway.toml", &plain("[gateway]\nthreads = 0\n"));
+    assert_rejected(&dir.check(&[]), "threads = 0 in the file");
+    let run = dir.check(&[("POSTERN_GATEWAY__THREADS", "4")]);
+    assert_accepted(&run, "POSTERN_GATEWAY__THREADS=4");
+}
+
+#[test]
+fn env_override_errors_name_the_variable() {
+    let cases: &[(&str, &str, &str, &str, &str)] = &[
+        (
+            "threads = zero",
+            "",
+            "POSTERN_GATEWAY__THREADS",
+            "zero",
+            "`threads` in [gateway] must be an integer",
+        ),
+        (
+            "threads = 0",
+            "",
+            "POSTERN_GATEWAY__THREADS",
+            "0",
+            "`threads` = 0 is out of range",
+        ),
+        (
+            "misspelt key",
+            "",
+            "POSTERN_GATEWAY__THREAD",
+            "4",
+            "unknown key `thread` in [gateway]",
+        ),
+        (
+            "route that does not exist",
+            "[[routes]]\nname = \"api\"\nupstream = \"data\"\n",
+            "POSTERN_ROUTES__NOPE__DENY",
+            "true",
+            "no [[routes]] entry with name",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, extra, variable, value, message) in cases {
+        let dir = Workdir::new();
+        dir.write("gateway.toml", &plain(extra));
+        let run = dir.check(&[(variable, value)]);
+        let ok = std::panic::catch_unwind(|| {
+            assert_rejected(&run, name);
+            let prefix = format!("environment variable {variable}: error: ");
+            assert!(
+                run.stderr
+                    .lines()
+                    .any(|l| l.starts_with(&prefix) && l.contains(message)),
+                "{name}: expected `{prefix}...{message}...`\n{}",
+                run.show()
+            );
+            assert_eq!(error_count(&run), 1, "{name}\n{}", run.show());
+        });
+        if ok.is_err() {
+            failures.push(*name);
+        }
+    }
+    assert!(failures.is_empty(), "failing cases: {failures:?}");
+}
+
+#[test]
+fn env_override_moves_a_listener() {
+    let dir = Workdir::new();
+    let config = repo_config();
+    let run = postern(
+        dir.path(),
+        &["check", "-c", config.to_str().unwrap()],
+        &[("POSTERN_LISTENERS__HTTPS__ADDRESS", "127.0.0.1:1")],
+    );
+    assert_accepted(&run, "POSTERN_LISTENERS__HTTPS__ADDRESS");
+    let listeners = listener_lines(&run.stdout);
+    assert!(
+        listeners.contains(&("https".to_string(), "127.0.0.1:1".to_string())),
+        "{}",
+        run.show()
+    );
+    assert!(!run.stdout.contains("127.0.0.1:8443"), "{}", run.show());
+}
+
+// ---------------------------------------------------------------------------
+// Missing file and usage
+// ---------------------------------------------------------------------------
+
+#[test]
+fn missing_config_file_says_how_to_pass_one() {
+    let dir = Workdir::new();
+    for (args, file, env) in [
+        (&["check", "-c", "nope.toml"][..], "nope.toml", None),
+        (&["check"][..], "gateway.toml", None),
+        (&["check"][..], "elsewhere.toml", Some("elsewhere.toml")),
+    ] {
+        let env: Vec<(&str, &str)> = env.map(|f| ("POSTERN_CONFIG", f)).into_iter().collect();
+        let run = postern(dir.path(), args, &env);
+        let context = format!("{args:?} with {env:?}");
+        assert_rejected(&run, &context);
+        assert!(
+            run.stderr.starts_with(&format!("{file}:"))
+                && run.stderr.contains("cannot read the config file"),
+            "{context}\n{}",
+            run.show()
+        );
+        assert!(
+            run.stderr.contains("help: pass the file with -c FILE")
+                && run.stderr.contains("POSTERN_CONFIG"),
+            "{context}: the help says how to pass a file\n{}",
+            run.show()
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let dir = Workdir::new();
+    for args in [
+        &["check", "--bogus"][..],
+        &["frobnicate"][..],
+        &["check", "-c"][..],
+        &[][..],
+    ] {
+        let run = postern(dir.path(), args, &[]);
+        assert_eq!(run.code, Some(2), "postern {args:?}\n{}", run.show());
+        assert!(
+            run.stderr.contains("Usage:") || run.stderr.contains("--help"),
+            "postern {args:?} says how to get help\n{}",
+            run.show()
+        );
+    }
+    for args in [&["--help"][..], &["check", "--help"][..]] {
+        let run = postern(dir.path(), args, &[]);
+        assert_eq!(run.code, Some(0), "postern {args:?}\n{}", run.show());
+        assert!(run.stdout.contains("check"), "{}", run.show());
+    }
+}
