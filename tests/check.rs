@@ -1037,24 +1037,109 @@ fn certificate_problems() {
     ]);
 }
 
-/// Authentication has not shipped in this build: `[auth.*]` and `auth =` are
-/// refused, with a message that says so. (This changes when it ships.)
+/// Authenticators are checked the way everything else is: the error points
+/// at the line that is wrong and says how to fix it, and no IdP is needed.
 #[test]
-fn authentication_is_refused_in_this_build() {
+fn authenticator_problems() {
+    let jwt = |body: &str| plain(&format!("[auth.idp]\ntype = \"jwt\"\n{body}"));
     run_cases(vec![
         case(
-            "[auth.ops] table",
+            "basic auth without accounts",
             plain("[auth.ops]\ntype = \"basic\"\nrealm = \"management\"\n"),
-            "[|auth.ops]",
-            "authenticators (jwt, basic) are not available in this build yet",
-            Some("protect routes with `allow` or `deny`"),
+            "|[auth.ops]",
+            "[auth.ops] has no accounts",
+            Some("postern hash-password"),
         ),
         case(
-            "auth = on a route",
+            "plaintext password",
+            plain("[auth.ops]\ntype = \"basic\"\nusers = { admin = \"hunter2\" }\n"),
+            "admin = |\"hunter2\"",
+            "the password of user \"admin\" is not a password hash",
+            Some("`postern hash-password` (argon2id) or `htpasswd -B` (bcrypt)"),
+        ),
+        case(
+            "htpasswd MD5 hash inline",
+            plain("[auth.ops]\ntype = \"basic\"\nusers = { admin = \"$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/\" }\n"),
+            "admin = |\"$apr1$",
+            "MD5",
+            Some("htpasswd -B"),
+        ),
+        case(
+            "SHA-1 hash inline",
+            plain("[auth.ops]\ntype = \"basic\"\nusers = { admin = \"{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\" }\n"),
+            "admin = |\"{SHA}",
+            "SHA-1",
+            Some("postern hash-password"),
+        ),
+        case(
+            "unknown authenticator type",
+            plain("[auth.ops]\ntype = \"ldap\"\n"),
+            "type = |\"ldap\"",
+            "unknown `type`",
+            Some("type = \"jwt\" or type = \"basic\""),
+        ),
+        case(
+            "route names an undefined authenticator",
             plain("[[routes]]\nname = \"r\"\nupstream = \"data\"\nauth = \"ops\"\n"),
-            "auth = |\"ops\"",
-            "`auth` is not available in this build yet",
-            Some("use `allow`"),
+            "|[[routes]]",
+            "route \"r\" names authenticator \"ops\", which is not defined",
+            Some("add [auth.ops]"),
+        ),
+        case(
+            "jwt without a key source",
+            jwt("audiences = [\"Domino\"]\n"),
+            "|[auth.idp]",
+            "[auth.idp] has no key source",
+            Some("jwks_url"),
+        ),
+        case(
+            "jwt with two key sources",
+            jwt("jwks_url = \"https://idp.example.com/certs\"\nsecret_env = \"POSTERN_TEST_UNSET\"\n"),
+            "|[auth.idp]",
+            "more than one key source",
+            Some("exactly one of"),
+        ),
+        case(
+            "alg none",
+            jwt("jwks_url = \"https://idp.example.com/certs\"\nalgorithms = [\"RS256\", \"none\"]\n"),
+            "\"RS256\", |\"none\"",
+            "algorithm \"none\" is never accepted",
+            Some("remove it"),
+        ),
+        case(
+            "HMAC algorithm with public keys",
+            jwt("jwks_url = \"https://idp.example.com/certs\"\nalgorithms = [\"HS256\"]\n"),
+            "algorithms = [|\"HS256\"]",
+            "algorithm HS256 does not fit this key source",
+            Some("HS* algorithms need secret_env"),
+        ),
+        case(
+            "jwks_url that is not http(s)",
+            jwt("jwks_url = \"ftp://idp.example.com/certs\"\n"),
+            "jwks_url = |\"ftp:",
+            "is not an http:// or https:// URL",
+            None,
+        ),
+        case(
+            "secret_env not set",
+            jwt("secret_env = \"POSTERN_TEST_SECRET_THAT_IS_NOT_SET\"\n"),
+            "|[auth.idp]",
+            "environment variable POSTERN_TEST_SECRET_THAT_IS_NOT_SET (secret_env) is not set",
+            Some("export POSTERN_TEST_SECRET_THAT_IS_NOT_SET"),
+        ),
+        case(
+            "claim copied into Authorization",
+            jwt("jwks_url = \"https://idp.example.com/certs\"\nclaims_to_headers = { sub = \"Authorization\" }\n"),
+            "sub = |\"Authorization\"",
+            "cannot carry a claim",
+            Some("X-Auth-Subject"),
+        ),
+        case(
+            "missing static key file",
+            jwt("keys = [\"nope.pem\"]\n"),
+            "keys = [|\"nope.pem\"]",
+            "nope.pem",
+            None,
         ),
     ]);
 }

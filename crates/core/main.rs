@@ -40,6 +40,9 @@ enum Command {
     Check(ConfigArg),
     /// Run the shipped gateway.toml with stand-in backends on the Domino REST API ports.
     Demo(ConfigArg),
+    /// Read a password from stdin (no echo on a terminal) and print its
+    /// argon2id hash for `[auth.NAME] users`.
+    HashPassword,
 }
 
 #[derive(clap::Args)]
@@ -78,6 +81,47 @@ fn main() -> ExitCode {
             None => ExitCode::from(1),
         },
         Command::Demo(arg) => demo::run(&arg.path()),
+        Command::HashPassword => hash_password(),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    use std::io::{BufRead, IsTerminal};
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ");
+        let second = rpassword::prompt_password("Again: ");
+        match (first, second) {
+            (Ok(a), Ok(b)) if a == b => a,
+            (Ok(_), Ok(_)) => {
+                eprintln!("error: the passwords differ; nothing was printed");
+                return ExitCode::from(1);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("error: cannot read the password: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+            eprintln!("error: cannot read the password from stdin: {e}");
+            return ExitCode::from(1);
+        }
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    if password.is_empty() {
+        eprintln!("error: the password is empty; nothing was printed");
+        return ExitCode::from(1);
+    }
+    match postern_auth::hash_password(password.as_bytes()) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! the forwarding headers. The decisions themselves are plain functions in
 //! `postern-policy`; this file only wires them to Pingora.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +19,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorType;
+use postern_auth::{Credentials, Denial, Identity, Verdict};
 use postern_config::ListenerKind;
 use postern_policy::forwarded::{acceptable_request_id, ForwardingHeaders, Hop};
 use postern_policy::host::normalize_host;
@@ -46,8 +48,12 @@ pub struct RequestCtx {
     upstream_target: String,
     forwarding: Option<ForwardingHeaders>,
     /// Why the gateway answered itself, for the access log.
-    refusal: Option<&'static str>,
+    refusal: Option<Cow<'static, str>>,
     client: Option<IpAddr>,
+    /// Who the route's authenticator says the client is.
+    identity: Option<Identity>,
+    /// The configuration this request was decided on, kept to its end.
+    snapshot: Option<Arc<Snapshot>>,
 }
 
 impl RequestCtx {
@@ -240,6 +246,80 @@ impl Gateway {
         Ok(Decision::Forward)
     }
 
+    /// The last check: the route's authenticator, if it has one. Runs after
+    /// deny and allow, so a refused source never costs a password check.
+    async fn authenticate(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(auth) = ctx.route.as_ref().and_then(|r| r.auth.clone()) else {
+            return Ok(false);
+        };
+        let client = ctx.client.ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "authenticating without a client")
+        })?;
+        let req = session.req_header();
+        let mut authorization = req.headers.get_all("authorization").iter();
+        let verdict = match (authorization.next(), authorization.next()) {
+            (_, Some(_)) => Verdict::Deny(Denial::Unauthorized {
+                challenge: String::new(),
+                reason: "more than one Authorization header".to_string(),
+            }),
+            (first, None) => {
+                let credentials = Credentials {
+                    authorization: first.map(|v| v.as_bytes()),
+                    cookies: req
+                        .headers
+                        .get_all("cookie")
+                        .iter()
+                        .map(|v| v.as_bytes())
+                        .collect(),
+                    client,
+                };
+                auth.check(&credentials).await
+            }
+        };
+        let denial = match verdict {
+            Verdict::Allow(identity) => {
+                ctx.identity = Some(identity);
+                return Ok(false);
+            }
+            Verdict::Deny(denial) => denial,
+        };
+        let (kind, extra) = match &denial {
+            Denial::Unauthorized { challenge, .. } if challenge.is_empty() => {
+                (ErrorKind::BadRequest, None)
+            }
+            Denial::Unauthorized { challenge, .. } => (
+                ErrorKind::Unauthorized,
+                Some(("www-authenticate", challenge.clone())),
+            ),
+            Denial::TooManyRequests { retry_after, .. } => (
+                ErrorKind::TooManyRequests,
+                Some((
+                    "retry-after",
+                    retry_after.as_secs_f64().ceil().max(1.0).to_string(),
+                )),
+            ),
+        };
+        log::info!(
+            target: "postern::policy",
+            "refused {} {}: {} (listener={} route={} auth={} client={} request_id={})",
+            kind.status(),
+            kind.name(),
+            denial.reason(),
+            self.listener,
+            ctx.route_name().unwrap_or("-"),
+            auth.name(),
+            client,
+            ctx.request_id,
+        );
+        ctx.refusal = Some(denial.reason().to_string().into());
+        let (mut header, body) = error_response(kind, ctx.route_name(), &ctx.request_id)?;
+        if let Some((name, value)) = extra {
+            header.insert_header(name, value)?;
+        }
+        self.write(session, header, body).await?;
+        Ok(true)
+    }
+
     async fn answer(&self, session: &mut Session, ctx: &RequestCtx, kind: ErrorKind) -> Result<()> {
         let (header, body) = error_response(kind, ctx.route_name(), &ctx.request_id)?;
         self.write(session, header, body).await
@@ -284,6 +364,8 @@ impl ProxyHttp for Gateway {
             forwarding: None,
             refusal: None,
             client: None,
+            identity: None,
+            snapshot: None,
         }
     }
 
@@ -297,19 +379,20 @@ impl ProxyHttp for Gateway {
             .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string);
 
         let snapshot = self.snapshot.load_full();
+        ctx.snapshot = Some(Arc::clone(&snapshot));
         match self.decide(session, ctx, &snapshot) {
-            Ok(Decision::Forward) => Ok(false),
+            Ok(Decision::Forward) => self.authenticate(session, ctx).await,
             Ok(Decision::Redirect(location)) => {
                 let mut header = ResponseHeader::build(308, Some(4))?;
                 header.insert_header("location", location)?;
                 header.insert_header("content-length", "0")?;
                 header.insert_header("x-request-id", ctx.request_id.as_str())?;
-                ctx.refusal = Some("redirect to https");
+                ctx.refusal = Some("redirect to https".into());
                 self.write(session, header, Bytes::new()).await?;
                 Ok(true)
             }
             Err(refusal) => {
-                ctx.refusal = Some(refusal.reason);
+                ctx.refusal = Some(refusal.reason.into());
                 log::info!(
                     target: "postern::policy",
                     "refused {} {}: {} (listener={} route={} client={} request_id={})",
@@ -364,6 +447,17 @@ impl ProxyHttp for Gateway {
             )
         })?;
         upstream_request.set_uri(uri);
+        // Identity headers come from a verified token or not at all.
+        if let Some(snapshot) = &ctx.snapshot {
+            for name in &snapshot.identity_headers {
+                upstream_request.remove_header(name.as_str());
+            }
+        }
+        if let Some(identity) = &ctx.identity {
+            for (name, value) in &identity.headers {
+                upstream_request.insert_header(name.clone(), value.as_str())?;
+            }
+        }
         if let Some(forwarding) = &ctx.forwarding {
             for (name, value) in forwarding.pairs() {
                 upstream_request.insert_header(name, value)?;
@@ -412,7 +506,7 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         };
-        ctx.refusal = Some(kind.name());
+        ctx.refusal = Some(kind.name().into());
         // A response may already have started; then there is nothing to add.
         if session.response_written().is_none() {
             session.set_keepalive(None);
@@ -442,7 +536,7 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         log::info!(
             target: "postern::access",
-            "{} {} {} {} listener={} route={} status={} ms={:.3} request_id={}{}",
+            "{} {} {} {} listener={} route={} status={} ms={:.3} request_id={}{}{}",
             ctx.client.map_or_else(|| "-".to_string(), |c| c.to_string()),
             req.method,
             // The canonical target when there is one: the raw one may be hostile.
@@ -453,7 +547,8 @@ impl ProxyHttp for Gateway {
             status,
             ctx.started.elapsed().as_secs_f64() * 1000.0,
             ctx.request_id,
-            ctx.refusal.map(|r| format!(" refused=\"{r}\"")).unwrap_or_default(),
+            ctx.identity.as_ref().filter(|i| !i.subject.is_empty()).map(|i| format!(" user={:?}", i.subject)).unwrap_or_default(),
+            ctx.refusal.as_ref().map(|r| format!(" refused=\"{r}\"")).unwrap_or_default(),
         );
     }
 }

@@ -8,9 +8,11 @@ use pingora::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     BadRequest,
+    Unauthorized,
     Forbidden,
     NotFound,
     Misdirected,
+    TooManyRequests,
     BadGateway,
     GatewayTimeout,
 }
@@ -19,9 +21,11 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthorized => 401,
             ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::Misdirected => 421,
+            ErrorKind::TooManyRequests => 429,
             ErrorKind::BadGateway => 502,
             ErrorKind::GatewayTimeout => 504,
         }
@@ -30,9 +34,11 @@ impl ErrorKind {
     pub fn name(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Misdirected => "misdirected_request",
+            ErrorKind::TooManyRequests => "too_many_requests",
             ErrorKind::BadGateway => "bad_gateway",
             ErrorKind::GatewayTimeout => "gateway_timeout",
         }

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_auth::Authenticator;
 use postern_config::{Config, Diagnostics, ListenerKind, RouteTarget, Scheme};
 use postern_policy::host::HostPattern;
 use postern_policy::router::{RouteEntry, Router};
@@ -37,6 +38,7 @@ pub struct RoutePlan {
     pub deny: bool,
     pub allow: Option<Allowlist>,
     pub upstream: Option<Arc<UpstreamPlan>>,
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 #[derive(Debug)]
@@ -48,6 +50,9 @@ pub struct Snapshot {
     pub served_names: Vec<HostPattern>,
     /// Where `redirect_https` sends clients: the first TLS listener's port.
     pub https_port: Option<u16>,
+    /// Headers some authenticator sets from token claims: a client's copies
+    /// are removed from every forwarded request.
+    pub identity_headers: Vec<String>,
 }
 
 impl Snapshot {
@@ -110,6 +115,19 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
             }),
         );
     }
+    let env = |name: &str| std::env::var(name).ok();
+    let mut authenticators = HashMap::new();
+    for a in &config.auth {
+        if let Some(built) = postern_auth::build(a, &env, diags) {
+            authenticators.insert(a.name.clone(), Arc::new(built));
+        }
+    }
+    let mut identity_headers: Vec<String> = authenticators
+        .values()
+        .flat_map(|a: &Arc<Authenticator>| a.owned_headers())
+        .collect();
+    identity_headers.sort();
+    identity_headers.dedup();
     if diags.has_errors() {
         return None;
     }
@@ -128,6 +146,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 deny: r.deny,
                 allow: r.allow.clone(),
                 upstream,
+                auth: r.auth.as_ref().and_then(|a| authenticators.get(a).cloned()),
             };
             (Arc::new(plan), r)
         })
@@ -170,6 +189,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         certificates,
         served_names,
         https_port,
+        identity_headers,
     })
 }
 

@@ -88,6 +88,14 @@ pub fn render(snapshot: &Snapshot) -> String {
         if let Some(allow) = &r.allow {
             policy.push(format!("allow {allow}"));
         }
+        if let Some(auth) = r.auth.as_ref().filter(|_| !r.deny) {
+            let kind = match config.authenticator(auth).map(|a| &a.kind) {
+                Some(postern_config::AuthKind::Jwt(_)) => "jwt",
+                Some(postern_config::AuthKind::Basic(_)) => "basic",
+                None => "?",
+            };
+            policy.push(format!("{kind} {auth}"));
+        }
         if policy.is_empty() {
             policy.push("open".to_string());
         }

@@ -29,6 +29,57 @@ const CERTIFICATE_KEYS: &[&str] = &[
     "password_env",
     "alias",
 ];
+/// Durations that may be zero.
+const ZERO_ALLOWED: &[&str] = &["leeway"];
+const JWT_KEYS: &[&str] = &[
+    "type",
+    "issuer",
+    "jwks_url",
+    "keys",
+    "secret_env",
+    "audiences",
+    "algorithms",
+    "leeway",
+    "required_claims",
+    "cookie",
+    "claims_to_headers",
+    "refresh_interval",
+    "refetch_cooldown",
+    "ca",
+];
+const BASIC_KEYS: &[&str] = &[
+    "type",
+    "realm",
+    "users",
+    "htpasswd",
+    "max_failures",
+    "backoff_initial",
+    "backoff_max",
+    "cache_ttl",
+];
+/// JWS algorithms a key can verify; "none" is deliberately absent.
+const JWT_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
+    "HS384", "HS512",
+];
+/// Headers a claim may never be copied into: the gateway's own, framing, and credentials.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "cookie",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "forwarded",
+    "x-request-id",
+];
 const UPSTREAM_KEYS: &[&str] = &[
     "url",
     "connect_timeout",
@@ -101,6 +152,7 @@ pub fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Diagnostics
         main: Origin::file_start(&main_name),
         refused_upstreams: HashSet::new(),
         refused_listeners: HashSet::new(),
+        refused_auth: HashSet::new(),
     };
     let config = reader.config(&root, path.to_path_buf(), overlays);
     if diags.has_errors() {
@@ -143,6 +195,7 @@ struct Reader<'d> {
     /// to them are not reported again as undefined.
     refused_upstreams: HashSet<String>,
     refused_listeners: HashSet<String>,
+    refused_auth: HashSet<String>,
 }
 
 /// The keys of one table, read one by one; what is left over is unknown.
@@ -310,6 +363,17 @@ impl<'a> Fields<'a> {
             .collect()
     }
 
+    fn table(
+        &mut self,
+        key: &'static str,
+        diags: &mut Diagnostics,
+    ) -> Option<(&'a Table, &'a Origin)> {
+        self.typed(key, "a table", diags, |v| match v {
+            Value::Table(t) => Some(t),
+            _ => None,
+        })
+    }
+
     fn duration(
         &mut self,
         key: &'static str,
@@ -318,7 +382,8 @@ impl<'a> Fields<'a> {
     ) -> Duration {
         match self.string(key, diags) {
             Some((text, origin)) => match parse_duration(text) {
-                Ok(d) if d.is_zero() => {
+                // A tolerance may be zero; a timeout or interval may not.
+                Ok(d) if d.is_zero() && !ZERO_ALLOWED.contains(&key) => {
                     diags.error(origin, format!("`{key}` must be longer than zero"));
                     default
                 }
@@ -368,17 +433,10 @@ impl Reader<'_> {
         let route_tables = top.tables("routes", self.diags);
         top.finish(self.diags);
 
-        if let Some(auth) = auth_node {
-            self.diags.error_with_help(
-                &auth.origin,
-                "[auth.*] authenticators (jwt, basic) are not available in this build yet",
-                "remove the [auth] tables and `auth =` keys, and protect routes with `allow` or `deny` until authentication ships",
-            );
-        }
-
         let listeners = self.listeners(&listener_tables);
         let tls = self.tls(tls_node);
         let upstreams = self.upstreams(upstreams_node);
+        let auth = self.authenticators(auth_node);
         let routes: Vec<Route> = route_tables
             .iter()
             .enumerate()
@@ -392,6 +450,7 @@ impl Reader<'_> {
             listeners,
             tls,
             upstreams,
+            auth,
             routes,
         };
         self.cross_check(&config);
@@ -756,6 +815,332 @@ impl Reader<'_> {
         Some((scheme, host.to_ascii_lowercase(), port))
     }
 
+    fn authenticators(&mut self, node: Option<&Node>) -> Vec<Authenticator> {
+        let Some(table) = self.table(node, "[auth]") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, node) in &table.entries {
+            let section = format!("[auth.{}]", key.name);
+            let Some(t) = self.table(Some(node), &section) else {
+                continue;
+            };
+            if !valid_name(&key.name) {
+                self.diags.error_with_help(
+                    &key.origin,
+                    format!("authenticator name {:?} is not a plain name", key.name),
+                    "use letters, digits, '-' and '_'",
+                );
+            }
+            let kind = match t.get("type").map(|n| &n.value) {
+                Some(Value::String(k)) if k == "jwt" => {
+                    self.jwt(t, &section, &node.origin).map(AuthKind::Jwt)
+                }
+                Some(Value::String(k)) if k == "basic" => {
+                    self.basic(t, &section, &node.origin).map(AuthKind::Basic)
+                }
+                Some(_) => {
+                    let at = &t.get("type").expect("matched above").origin;
+                    self.diags.error_with_help(
+                        at,
+                        format!("{section}: unknown `type`"),
+                        "use type = \"jwt\" or type = \"basic\"",
+                    );
+                    None
+                }
+                None => {
+                    self.diags.error_with_help(
+                        &node.origin,
+                        format!("{section} needs `type`"),
+                        "add type = \"jwt\" (bearer tokens) or type = \"basic\" (user and password)",
+                    );
+                    None
+                }
+            };
+            if kind.is_none() {
+                self.refused_auth.insert(key.name.clone());
+            }
+            if let Some(kind) = kind {
+                out.push(Authenticator {
+                    name: key.name.clone(),
+                    kind,
+                    origin: node.origin.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    fn jwt(&mut self, t: &Table, section: &str, origin: &Origin) -> Option<JwtSettings> {
+        let mut f = Fields::new(t, section.to_string(), JWT_KEYS);
+        let _ = f.string("type", self.diags);
+        let issuer = f.string("issuer", self.diags);
+        let jwks_url = f.string("jwks_url", self.diags);
+        let keys = f.strings("keys", self.diags);
+        let secret_env = f.string("secret_env", self.diags);
+        let audiences = f.strings("audiences", self.diags);
+        let algorithms = f.strings("algorithms", self.diags);
+        let leeway = f.duration("leeway", Duration::from_secs(60), self.diags);
+        let required_claims = f.strings("required_claims", self.diags);
+        let cookie = f.string("cookie", self.diags);
+        let claims_to_headers = f.table("claims_to_headers", self.diags);
+        let refresh_interval = f.duration("refresh_interval", Duration::from_secs(300), self.diags);
+        let refetch_cooldown = f.duration("refetch_cooldown", Duration::from_secs(30), self.diags);
+        let ca = f.string("ca", self.diags);
+        f.finish(self.diags);
+        let ca = match ca {
+            Some((_, at)) if jwks_url.is_none() && !(keys.is_none() && secret_env.is_none()) => {
+                self.diags.error_with_help(
+                    at,
+                    "`ca` is only used to fetch keys from jwks_url or the issuer",
+                    "remove `ca`",
+                );
+                None
+            }
+            Some((path, at)) => self.existing_file(path, at, "ca"),
+            None => None,
+        };
+
+        let sources = [jwks_url.is_some(), keys.is_some(), secret_env.is_some()];
+        let key_help = "give exactly one of jwks_url = \"https://idp/.../certs\", keys = [\"certs/idp.pem\"] or secret_env = \"VAR\" (or only `issuer`, to discover the JWKS)";
+        let source = match (jwks_url, keys, secret_env) {
+            _ if sources.iter().filter(|s| **s).count() > 1 => {
+                self.diags.error_with_help(
+                    origin,
+                    format!("{section} names more than one key source"),
+                    key_help,
+                );
+                return None;
+            }
+            (Some((url, at)), _, _) => {
+                if !is_http_url(url) {
+                    self.diags.error_with_help(at, format!("jwks_url {url:?} is not an http:// or https:// URL"), "write e.g. \"https://idp.example.com/realms/iams/protocol/openid-connect/certs\"");
+                }
+                JwtKeySource::JwksUrl(url.to_string())
+            }
+            (_, Some((files, at)), _) => {
+                if files.is_empty() {
+                    self.diags.error_with_help(at, "`keys` is empty", key_help);
+                }
+                let paths = files
+                    .iter()
+                    .filter_map(|(p, o)| self.existing_file(p, o, "keys"))
+                    .collect();
+                JwtKeySource::Files(paths)
+            }
+            (_, _, Some((var, _))) => JwtKeySource::SecretEnv(var.to_string()),
+            (None, None, None) if issuer.is_some() => JwtKeySource::Discovery,
+            (None, None, None) => {
+                self.diags.error_with_help(
+                    origin,
+                    format!("{section} has no key source"),
+                    key_help,
+                );
+                return None;
+            }
+        };
+        if let Some((iss, at)) = issuer {
+            if source == JwtKeySource::Discovery && !is_http_url(iss) {
+                self.diags.error_with_help(
+                    at,
+                    format!(
+                        "issuer {iss:?} is not an http(s) URL, so its keys cannot be discovered"
+                    ),
+                    "set jwks_url, or give the issuer URL as the IdP publishes it",
+                );
+            }
+        }
+        let hmac = matches!(source, JwtKeySource::SecretEnv(_));
+        let mut algs = Vec::new();
+        match algorithms {
+            Some((list, at)) => {
+                if list.is_empty() {
+                    self.diags.error_with_help(
+                        at,
+                        "`algorithms` is empty",
+                        "list the JWS algorithms your IdP signs with, e.g. [\"RS256\"]",
+                    );
+                }
+                for (alg, at) in list {
+                    if alg.eq_ignore_ascii_case("none") {
+                        self.diags.error_with_help(
+                            at,
+                            "algorithm \"none\" is never accepted: it means an unsigned token",
+                            "remove it",
+                        );
+                        continue;
+                    }
+                    let Some(known) = JWT_ALGORITHMS.iter().find(|a| a.eq_ignore_ascii_case(alg))
+                    else {
+                        self.diags.error_with_help(
+                            at,
+                            format!("unknown algorithm {alg:?}"),
+                            format!("use one of {}", JWT_ALGORITHMS.join(", ")),
+                        );
+                        continue;
+                    };
+                    if known.starts_with("HS") != hmac {
+                        let help = if hmac {
+                            "a shared secret verifies only HS256, HS384 or HS512"
+                        } else {
+                            "HS* algorithms need secret_env; public keys verify RS*, PS*, ES* and EdDSA"
+                        };
+                        self.diags.error_with_help(
+                            at,
+                            format!("algorithm {known} does not fit this key source"),
+                            help,
+                        );
+                        continue;
+                    }
+                    algs.push(known.to_string());
+                }
+            }
+            None => algs.push(if hmac { "HS256" } else { "RS256" }.to_string()),
+        }
+        let audiences: Vec<String> = audiences
+            .map(|(a, _)| a.iter().map(|(s, _)| s.to_string()).collect())
+            .unwrap_or_default();
+        if audiences.is_empty() {
+            self.diags.warning(
+                origin,
+                format!(
+                    "{section} sets no `audiences`, so a token issued for any audience is accepted"
+                ),
+            );
+        }
+        let mut pairs = Vec::new();
+        if let Some((table, _)) = claims_to_headers {
+            for (claim, node) in &table.entries {
+                let Value::String(header) = &node.value else {
+                    self.diags.error(
+                        &node.origin,
+                        format!(
+                            "claims_to_headers.{} must be a header name string",
+                            claim.name
+                        ),
+                    );
+                    continue;
+                };
+                let lower = header.to_ascii_lowercase();
+                let token = !lower.is_empty()
+                    && lower
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !token || RESERVED_HEADERS.contains(&lower.as_str()) {
+                    self.diags.error_with_help(
+                        &node.origin,
+                        format!("claims_to_headers: {header:?} cannot carry a claim"),
+                        "use a header of your own, such as \"X-Auth-Subject\"",
+                    );
+                    continue;
+                }
+                pairs.push((claim.name.clone(), lower));
+            }
+        }
+        Some(JwtSettings {
+            keys: source,
+            issuer: issuer.map(|(i, _)| i.to_string()),
+            audiences,
+            algorithms: algs,
+            leeway,
+            required_claims: required_claims
+                .map(|(c, _)| c.iter().map(|(s, _)| s.to_string()).collect())
+                .unwrap_or_default(),
+            cookie: cookie.map(|(c, _)| c.to_string()),
+            claims_to_headers: pairs,
+            refresh_interval,
+            refetch_cooldown,
+            ca,
+        })
+    }
+
+    fn basic(&mut self, t: &Table, section: &str, origin: &Origin) -> Option<BasicSettings> {
+        let mut f = Fields::new(t, section.to_string(), BASIC_KEYS);
+        let _ = f.string("type", self.diags);
+        let realm = f.string("realm", self.diags);
+        let users = f.table("users", self.diags);
+        let htpasswd = f.string("htpasswd", self.diags);
+        let max_failures = f.integer("max_failures", self.diags);
+        let backoff_initial = f.duration("backoff_initial", Duration::from_secs(1), self.diags);
+        let backoff_max = f.duration("backoff_max", Duration::from_secs(900), self.diags);
+        let cache_ttl = f.duration("cache_ttl", Duration::from_secs(60), self.diags);
+        f.finish(self.diags);
+
+        let mut accounts = Vec::new();
+        if let Some((table, _)) = users {
+            for (user, node) in &table.entries {
+                match &node.value {
+                    Value::String(hash) => accounts.push(BasicUser {
+                        user: user.name.clone(),
+                        hash: hash.clone(),
+                        origin: node.origin.clone(),
+                    }),
+                    other => self.diags.error(
+                        &node.origin,
+                        format!(
+                            "the password hash of user {:?} must be a string, not {}",
+                            user.name,
+                            other.type_name()
+                        ),
+                    ),
+                }
+                if user.name.is_empty() || user.name.contains(':') {
+                    self.diags.error(
+                        &user.origin,
+                        format!("user name {:?} cannot be empty or contain ':'", user.name),
+                    );
+                }
+            }
+        }
+        let htpasswd = htpasswd.and_then(|(p, at)| self.existing_file(p, at, "htpasswd"));
+        if accounts.is_empty() && htpasswd.is_none() && !self.diags.has_errors() {
+            self.diags.error_with_help(
+                origin,
+                format!("{section} has no accounts"),
+                "add users = { admin = \"<hash from `postern hash-password`>\" } or htpasswd = \"secrets/ops.htpasswd\"",
+            );
+        }
+        let max_failures = match max_failures {
+            Some((n, _)) if (1..=1000).contains(&n) => n as u32,
+            Some((n, at)) => {
+                self.diags.error_with_help(
+                    at,
+                    format!("max_failures = {n} is out of range"),
+                    "use 1 to 1000",
+                );
+                5
+            }
+            None => 5,
+        };
+        if backoff_max < backoff_initial {
+            self.diags.error(
+                origin,
+                format!("{section}: backoff_max is shorter than backoff_initial"),
+            );
+        }
+        let realm = realm.map_or_else(
+            || t_name(section),
+            |(r, at)| {
+                if r.contains(['"', '\\']) || r.chars().any(char::is_control) {
+                    self.diags.error(
+                        at,
+                        "realm cannot contain quotes, backslashes or control characters",
+                    );
+                }
+                r.to_string()
+            },
+        );
+        Some(BasicSettings {
+            realm,
+            users: accounts,
+            htpasswd,
+            max_failures,
+            backoff_initial,
+            backoff_max,
+            cache_ttl,
+        })
+    }
+
     fn route(&mut self, index: usize, table: &Table, origin: &Origin) -> Option<Route> {
         let fallback = format!("[[routes]] #{}", index + 1);
         let name_hint = table.get("name").and_then(|n| match &n.value {
@@ -807,13 +1192,6 @@ impl Reader<'_> {
             Some((p, at)) => self.path_prefix(p, at)?,
             None => "/".to_string(),
         };
-        if let Some((_, at)) = auth {
-            self.diags.error_with_help(
-                at,
-                "`auth` is not available in this build yet",
-                "remove `auth`; use `allow` to restrict the route to known networks until authentication ships",
-            );
-        }
         let target = match (upstream, service) {
             (Some(_), Some((_, at))) => {
                 self.diags.error_with_help(
@@ -862,6 +1240,7 @@ impl Reader<'_> {
             target,
             allow,
             deny,
+            auth: auth.map(|(a, _)| a.to_string()),
             listeners,
             origin: origin.clone(),
         })
@@ -1014,6 +1393,35 @@ impl Reader<'_> {
                     );
                 }
             }
+            if let Some(a) = &route.auth {
+                if config.authenticator(a).is_none() && !self.refused_auth.contains(a) {
+                    let known: Vec<&str> = config.auth.iter().map(|a| a.name.as_str()).collect();
+                    let help = match nearest(a, known.iter().copied()) {
+                        Some(n) => format!("did you mean {n:?}?"),
+                        None if known.is_empty() => {
+                            format!("add [auth.{a}] with type = \"jwt\" or type = \"basic\"")
+                        }
+                        None => format!("the authenticators are: {}", known.join(", ")),
+                    };
+                    self.diags.error_with_help(
+                        &route.origin,
+                        format!(
+                            "route {:?} names authenticator {a:?}, which is not defined",
+                            route.name
+                        ),
+                        help,
+                    );
+                }
+                if route.deny {
+                    self.diags.warning(
+                        &route.origin,
+                        format!(
+                            "route {:?} has deny = true, so its `auth` is never used",
+                            route.name
+                        ),
+                    );
+                }
+            }
             let serving: BTreeSet<&str> = match &route.listeners {
                 Some(names) => {
                     for n in names {
@@ -1075,6 +1483,21 @@ fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
         wild.ip().is_unspecified() && (wild.is_ipv6() || other.is_ipv4())
     };
     covers(a, b) || covers(b, a)
+}
+
+fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
+/// "[auth.ops]" -> "ops", the default realm.
+fn t_name(section: &str) -> String {
+    section
+        .trim_start_matches("[auth.")
+        .trim_end_matches(']')
+        .to_string()
 }
 
 fn valid_name(name: &str) -> bool {

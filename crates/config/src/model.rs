@@ -20,12 +20,17 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub tls: Tls,
     pub upstreams: Vec<Upstream>,
+    pub auth: Vec<Authenticator>,
     pub routes: Vec<Route>,
 }
 
 impl Config {
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    pub fn authenticator(&self, name: &str) -> Option<&Authenticator> {
+        self.auth.iter().find(|a| a.name == name)
     }
 
     pub fn listener(&self, name: &str) -> Option<&Listener> {
@@ -128,7 +133,79 @@ pub struct Route {
     pub target: RouteTarget,
     pub allow: Option<Allowlist>,
     pub deny: bool,
+    /// A key of `[auth]`.
+    pub auth: Option<String>,
     /// None: every listener that serves routes.
     pub listeners: Option<Vec<String>>,
     pub origin: Origin,
+}
+
+/// A named authenticator, `[auth.NAME]`.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    pub name: String,
+    pub kind: AuthKind,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuthKind {
+    Jwt(JwtSettings),
+    Basic(BasicSettings),
+}
+
+/// Where a JWT authenticator gets its verification keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKeySource {
+    /// A JWK Set fetched over HTTP(S) and refreshed.
+    JwksUrl(String),
+    /// The JWK Set named by `{issuer}/.well-known/openid-configuration`.
+    Discovery,
+    /// PEM public keys or JWK Set files.
+    Files(Vec<PathBuf>),
+    /// An HMAC secret taken from this environment variable.
+    SecretEnv(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub keys: JwtKeySource,
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    /// Upper-case JWS names ("RS256"); never "none".
+    pub algorithms: Vec<String>,
+    pub leeway: Duration,
+    pub required_claims: Vec<String>,
+    /// Also read the token from this cookie (Domino's is "KeepToken").
+    pub cookie: Option<String>,
+    /// (claim, header) pairs set on the forwarded request.
+    pub claims_to_headers: Vec<(String, String)>,
+    /// How often a JWK Set is fetched again.
+    pub refresh_interval: Duration,
+    /// The least time between two fetches caused by unknown `kid`s.
+    pub refetch_cooldown: Duration,
+    /// A PEM CA bundle trusted for fetching keys, beside the system roots.
+    pub ca: Option<PathBuf>,
+}
+
+/// One basic-auth account: the user, the hash as written, and where.
+#[derive(Debug, Clone)]
+pub struct BasicUser {
+    pub user: String,
+    pub hash: String,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+pub struct BasicSettings {
+    pub realm: String,
+    pub users: Vec<BasicUser>,
+    pub htpasswd: Option<PathBuf>,
+    /// Failures from one source before it must wait.
+    pub max_failures: u32,
+    /// The first wait; each further failure doubles it up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// How long a successful verification is remembered.
+    pub cache_ttl: Duration,
 }

@@ -1,0 +1,355 @@
+//! Postern's authenticators, as plain Rust that knows nothing of Pingora.
+//!
+//! A route names an `[auth.NAME]`; the gateway asks it for a [`Verdict`] on
+//! the request's credentials and forwards nothing unless it is
+//! [`Verdict::Allow`]. Two kinds exist:
+//!
+//! * [`jwt::JwtAuthenticator`]: bearer tokens checked against a JWKS (fetched
+//!   and rotated, see [`jwks`]), static public keys, or a shared secret.
+//! * [`basic::BasicAuthenticator`]: user and password against argon2id or
+//!   bcrypt hashes, with a success cache and per-source backoff.
+//!
+//! [`build`] turns a loaded config's authenticator into one, reporting
+//! problems (unreadable keys, weak hashes, missing secrets) against the
+//! config line that caused them.
+
+pub mod backoff;
+pub mod basic;
+pub mod cache;
+pub mod hashes;
+pub mod jwks;
+pub mod jwt;
+pub mod keys;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_config::{AuthKind, Authenticator as AuthConfig, Diagnostics, JwtKeySource};
+
+pub use hashes::{hash_password, PasswordHash, HOW_TO_HASH};
+
+/// Who the request was authenticated as, and the headers that says upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user (basic) or `sub` claim (JWT); for logs.
+    pub subject: String,
+    /// (lower-case header name, value) pairs to set on the forwarded request.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Identity {
+    fn user(user: String) -> Self {
+        Identity {
+            subject: user,
+            headers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// 401 with this `WWW-Authenticate` value. `reason` is for the log.
+    Unauthorized { challenge: String, reason: String },
+    /// 429 with `Retry-After`.
+    TooManyRequests {
+        retry_after: Duration,
+        reason: String,
+    },
+}
+
+impl Denial {
+    pub fn reason(&self) -> &str {
+        match self {
+            Denial::Unauthorized { reason, .. } | Denial::TooManyRequests { reason, .. } => reason,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow(Identity),
+    Deny(Denial),
+}
+
+impl Verdict {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Verdict::Allow(_))
+    }
+}
+
+/// The parts of a request an authenticator reads.
+pub struct Credentials<'a> {
+    pub authorization: Option<&'a [u8]>,
+    /// Every `Cookie` header line.
+    pub cookies: Vec<&'a [u8]>,
+    /// The client the gateway decided the request comes from.
+    pub client: IpAddr,
+}
+
+pub enum Authenticator {
+    Jwt(Box<jwt::JwtAuthenticator>),
+    Basic(Box<basic::BasicAuthenticator>),
+}
+
+impl Authenticator {
+    pub fn name(&self) -> &str {
+        match self {
+            Authenticator::Jwt(a) => a.name(),
+            Authenticator::Basic(a) => a.name(),
+        }
+    }
+
+    pub async fn check(&self, credentials: &Credentials<'_>) -> Verdict {
+        match self {
+            Authenticator::Jwt(a) => {
+                a.check(credentials.authorization, &credentials.cookies)
+                    .await
+            }
+            Authenticator::Basic(a) => a.check(credentials.authorization, credentials.client).await,
+        }
+    }
+
+    /// Request headers only this authenticator may set upstream.
+    pub fn owned_headers(&self) -> Vec<String> {
+        match self {
+            Authenticator::Jwt(a) => a.owned_headers().map(str::to_string).collect(),
+            Authenticator::Basic(_) => Vec::new(),
+        }
+    }
+}
+
+/// Builds an authenticator from config, reading key files, htpasswd files
+/// and secrets. `env` looks up environment variables (a parameter so tests
+/// need not touch the process environment).
+pub fn build(
+    config: &AuthConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> Option<Authenticator> {
+    match &config.kind {
+        AuthKind::Jwt(settings) => {
+            build_jwt(config, settings, env, diags).map(|a| Authenticator::Jwt(Box::new(a)))
+        }
+        AuthKind::Basic(settings) => {
+            build_basic(config, settings, diags).map(|a| Authenticator::Basic(Box::new(a)))
+        }
+    }
+}
+
+fn build_jwt(
+    config: &AuthConfig,
+    settings: &postern_config::JwtSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> Option<jwt::JwtAuthenticator> {
+    let at = &config.origin;
+    let algorithms: Vec<_> = settings
+        .algorithms
+        .iter()
+        .filter_map(|a| jwt::parse_algorithm(a))
+        .collect();
+    let remote = |endpoint: jwks::Endpoint| -> Option<jwt::KeySource> {
+        let mut builder = jwks::RemoteKeys::client_builder();
+        if let Some(ca) = &settings.ca {
+            let pem = std::fs::read(ca).ok()?;
+            match reqwest::Certificate::from_pem_bundle(&pem) {
+                Ok(certs) if !certs.is_empty() => {
+                    for cert in certs {
+                        builder = builder.add_root_certificate(cert);
+                    }
+                }
+                _ => return None,
+            }
+        }
+        let client = builder.build().ok()?;
+        Some(jwt::KeySource::Remote(Arc::new(jwks::RemoteKeys::new(
+            &config.name,
+            endpoint,
+            client,
+            settings.refresh_interval,
+            settings.refetch_cooldown,
+        ))))
+    };
+    let keys = match &settings.keys {
+        JwtKeySource::JwksUrl(_) | JwtKeySource::Discovery => {
+            let endpoint = match (&settings.keys, &settings.issuer) {
+                (JwtKeySource::JwksUrl(url), _) => jwks::Endpoint::Jwks(url.clone()),
+                (_, Some(issuer)) => jwks::Endpoint::Discovery(issuer.clone()),
+                (_, None) => return None,
+            };
+            match remote(endpoint) {
+                Some(source) => source,
+                None => {
+                    diags.error_with_help(
+                        at,
+                        format!("[auth.{}]: cannot set up the JWKS client (is `ca` a PEM certificate file?)", config.name),
+                        "give `ca` as a PEM file of the CA that signed the IdP's certificate, or remove it",
+                    );
+                    return None;
+                }
+            }
+        }
+        JwtKeySource::Files(paths) => {
+            let mut set = keys::KeySet::default();
+            for path in paths {
+                let parsed = std::fs::read(path)
+                    .map_err(|e| format!("cannot be read: {e}"))
+                    .and_then(|bytes| keys::parse_key_file(&bytes));
+                match parsed {
+                    Ok(found) => set.keys.extend(found.keys),
+                    Err(e) => diags.error_with_help(
+                        at,
+                        format!("[auth.{}]: key file {} {e}", config.name, path.display()),
+                        "give PEM public keys (-----BEGIN PUBLIC KEY-----) or a JWK Set file, as the IdP publishes them",
+                    ),
+                }
+            }
+            for alg in &algorithms {
+                if !set.keys.iter().any(|k| k.fits(*alg)) && !set.keys.is_empty() {
+                    diags.error_with_help(
+                        at,
+                        format!("[auth.{}]: no key in `keys` can verify {alg:?}", config.name),
+                        "list only the algorithms the keys are for (RSA: RS*/PS*, EC: ES*, Ed25519: EdDSA)",
+                    );
+                }
+            }
+            jwt::KeySource::Static(Arc::new(set))
+        }
+        JwtKeySource::SecretEnv(var) => {
+            let Some(secret) = env(var).filter(|s| !s.is_empty()) else {
+                diags.error_with_help(
+                    at,
+                    format!(
+                        "[auth.{}]: environment variable {var} (secret_env) is not set",
+                        config.name
+                    ),
+                    format!("export {var} with the shared HMAC secret before starting the gateway"),
+                );
+                return None;
+            };
+            match keys::secret_key(secret.as_bytes(), &algorithms) {
+                Ok(set) => jwt::KeySource::Static(Arc::new(set)),
+                Err(e) => {
+                    // Never echo the secret itself.
+                    diags.error_with_help(
+                        at,
+                        format!("[auth.{}]: the secret in {var} {e}", config.name),
+                        "use a random secret, e.g. `openssl rand -base64 48`",
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    Some(jwt::JwtAuthenticator::new(jwt::JwtSpec {
+        name: config.name.clone(),
+        keys,
+        issuer: settings.issuer.clone(),
+        audiences: settings.audiences.clone(),
+        algorithms,
+        leeway: settings.leeway,
+        required_claims: settings.required_claims.clone(),
+        cookie: settings.cookie.clone(),
+        claims_to_headers: settings.claims_to_headers.clone(),
+    }))
+}
+
+fn build_basic(
+    config: &AuthConfig,
+    settings: &postern_config::BasicSettings,
+    diags: &mut Diagnostics,
+) -> Option<basic::BasicAuthenticator> {
+    let mut accounts = Vec::new();
+    let mut ok = true;
+    for user in &settings.users {
+        match PasswordHash::parse(&user.hash) {
+            Ok(hash) => accounts.push((user.user.clone(), hash)),
+            Err(e) => {
+                ok = false;
+                diags.error_with_help(
+                    &user.origin,
+                    format!("the password of user {:?} {e}", user.user),
+                    HOW_TO_HASH,
+                );
+            }
+        }
+    }
+    if let Some(path) = &settings.htpasswd {
+        let shown = path.display();
+        match std::fs::read_to_string(path) {
+            Err(e) => {
+                ok = false;
+                diags.error_with_help(
+                    &config.origin,
+                    format!(
+                        "[auth.{}]: cannot read htpasswd file {shown}: {e}",
+                        config.name
+                    ),
+                    "check the path and that the gateway's user can read it",
+                );
+            }
+            Ok(text) => match hashes::parse_htpasswd(&text) {
+                Err((line, e)) => {
+                    ok = false;
+                    diags.error_with_help(
+                        &config.origin,
+                        format!("[auth.{}]: {shown} line {line} {e}", config.name),
+                        "each line is `user:hash`, as `htpasswd -B` writes it",
+                    );
+                }
+                Ok(entries) => {
+                    for entry in entries {
+                        match PasswordHash::parse(&entry.hash) {
+                            Ok(hash) => accounts.push((entry.user, hash)),
+                            Err(e) => {
+                                ok = false;
+                                diags.error_with_help(
+                                    &config.origin,
+                                    format!(
+                                        "[auth.{}]: {shown} line {}: the password of user {:?} {e}",
+                                        config.name, entry.line, entry.user
+                                    ),
+                                    HOW_TO_HASH,
+                                );
+                            }
+                        }
+                    }
+                }
+            },
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let built = basic::BasicAuthenticator::new(basic::BasicSpec {
+        name: config.name.clone(),
+        realm: settings.realm.clone(),
+        accounts,
+        cache_ttl: settings.cache_ttl,
+        backoff: backoff::BackoffPolicy {
+            max_failures: settings.max_failures,
+            initial: settings.backoff_initial,
+            max: settings.backoff_max,
+        },
+    });
+    if built.is_none() {
+        diags.error_with_help(
+            &config.origin,
+            format!("[auth.{}] has no accounts", config.name),
+            "add users = { admin = \"<hash from `postern hash-password`>\" } or an htpasswd file with at least one line",
+        );
+    }
+    built
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: accounts, hashes and keys stay out of debug output.
+        let kind = match self {
+            Authenticator::Jwt(_) => "jwt",
+            Authenticator::Basic(_) => "basic",
+        };
+        write!(f, "Authenticator({kind} {:?})", self.name())
+    }
+}
