@@ -6,6 +6,7 @@
 //! Every test file has its own copy of this module (`mod support;`), and not
 //! every file uses every helper.
 #![allow(dead_code)]
+pub mod idp;
 
 use std::fmt::Write as _;
 use std::io;
@@ -59,6 +60,10 @@ pub struct Leaf {
 #[derive(Clone)]
 pub struct Pki {
     pub ca: CertificateDer<'static>,
+    /// The CA, to issue more leaves later.
+    ca_pem: String,
+    ca_params: CertificateParams,
+    ca_key_pem: String,
     pub main: Leaf,
     pub wildcard: Leaf,
     pub local: Leaf,
@@ -84,6 +89,8 @@ impl Pki {
         ];
         let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign CA");
         std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write ca.pem");
+        let ca_key_pem = ca_key.serialize_pem();
+        let ca_params_kept = ca_params.clone();
         let issuer = Issuer::new(ca_params, ca_key);
 
         let leaf = |file: &str, names: &[&str]| -> Leaf {
@@ -112,10 +119,38 @@ impl Pki {
         };
         Pki {
             ca: ca_cert.der().clone(),
+            ca_pem: ca_cert.pem(),
+            ca_params: ca_params_kept,
+            ca_key_pem,
             main: leaf("main", &MAIN_NAMES),
             wildcard: leaf("wildcard", &WILDCARD_NAMES),
             local: leaf("local", &LOCAL_NAMES),
         }
+    }
+
+    /// Issues a new certificate and key for `leaf`'s names and replaces its
+    /// files the way certbot does: written beside, then renamed over.
+    /// Returns the new certificate.
+    pub fn renew(&self, leaf: &Leaf) -> CertificateDer<'static> {
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem).expect("CA key");
+        let issuer = Issuer::new(self.ca_params.clone(), ca_key);
+        let mut params = CertificateParams::new(leaf.names.clone()).expect("leaf params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &leaf.names[0]);
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().expect("generate leaf key");
+        let cert = params.signed_by(&key, &issuer).expect("sign leaf");
+        let replace = |path: &Path, contents: String| {
+            let staged = path.with_extension("new");
+            std::fs::write(&staged, contents).expect("write renewed file");
+            std::fs::rename(&staged, path).expect("rename renewed file");
+        };
+        replace(&leaf.key_path, key.serialize_pem());
+        replace(&leaf.cert_path, format!("{}{}", cert.pem(), self.ca_pem));
+        cert.der().clone()
     }
 
     /// Which of the three leaves `der` is, by name ("main", "wildcard", "local").
@@ -175,12 +210,18 @@ pub fn upstream_header(echo: &Value, name: &str) -> Vec<String> {
 pub struct GatewayBuilder {
     body: String,
     min_version: &'static str,
+    strict_sni: bool,
     trusted_proxies: Vec<String>,
 }
 
 impl GatewayBuilder {
     pub fn min_version(mut self, version: &'static str) -> Self {
         self.min_version = version;
+        self
+    }
+
+    pub fn strict_sni(mut self, strict: bool) -> Self {
+        self.strict_sni = strict;
         self
     }
 
@@ -281,12 +322,14 @@ address = "127.0.0.1:{plain}"
 
 [tls]
 min_version = "{min}"
+strict_sni = {strict}
 "#,
             trusted = trusted.join(", "),
             tls = ports[0],
             redirect = ports[1],
             plain = ports[2],
             min = self.min_version,
+            strict = self.strict_sni,
         );
         for leaf in [&pki.main, &pki.wildcard, &pki.local] {
             let names: Vec<String> = leaf.names.iter().map(|n| format!("{n:?}")).collect();
@@ -338,6 +381,7 @@ impl Gateway {
         GatewayBuilder {
             body: body.into(),
             min_version: "1.2",
+            strict_sni: false,
             trusted_proxies: Vec::new(),
         }
     }

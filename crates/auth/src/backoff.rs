@@ -66,8 +66,12 @@ impl Backoff {
             last_failure: now,
             blocked_until: None,
         });
-        // A source that has been quiet for the longest window starts afresh.
-        if now.saturating_duration_since(record.last_failure) > self.policy.max {
+        // A source that stayed quiet for the longest window after its last
+        // wait ended starts afresh; waiting out a capped window does not.
+        let quiet_since = record
+            .blocked_until
+            .map_or(record.last_failure, |u| u.max(record.last_failure));
+        if now.saturating_duration_since(quiet_since) > self.policy.max {
             record.failures = 0;
             record.blocked_until = None;
         }
@@ -172,6 +176,25 @@ mod tests {
             backoff.fail("::ffff:192.0.2.7".parse().unwrap(), t0);
         }
         assert!(backoff.wait("192.0.2.7".parse().unwrap(), t0).is_some());
+    }
+
+    #[test]
+    fn waiting_out_a_capped_window_keeps_the_cap() {
+        let backoff = Backoff::new(policy());
+        let ip: IpAddr = "192.0.2.3".parse().unwrap();
+        let mut now = Instant::now();
+        for _ in 0..6 {
+            if let Some(wait) = backoff.wait(ip, now) {
+                now += wait;
+            }
+            backoff.fail(ip, now);
+        }
+        // Window 8 s (capped): wait it out, fail again, still capped.
+        now += Duration::from_secs(8);
+        assert_eq!(backoff.fail(ip, now), Some(Duration::from_secs(8)));
+        // Quiet for longer than the cap after the window: forgiven.
+        now += Duration::from_secs(8 + 9);
+        assert_eq!(backoff.fail(ip, now), None);
     }
 
     #[test]

@@ -57,8 +57,9 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// The keys a token may be checked with: by `kid` when it has one, else
-    /// every key that fits the algorithm.
+    /// The keys a token may be checked with: those that fit its algorithm
+    /// and, when it names a `kid`, carry that kid or none at all (a PEM key
+    /// or a secret has no kid, and must still verify Keycloak's tokens).
     pub fn candidates<'a>(
         &'a self,
         kid: Option<&'a str>,
@@ -66,9 +67,9 @@ impl KeySet {
     ) -> impl Iterator<Item = &'a VerifyingKey> + 'a {
         self.keys.iter().filter(move |k| {
             k.fits(alg)
-                && match kid {
-                    Some(kid) => k.kid.as_deref() == Some(kid),
-                    None => true,
+                && match (kid, k.kid.as_deref()) {
+                    (Some(wanted), Some(own)) => wanted == own,
+                    _ => true,
                 }
         })
     }
@@ -261,5 +262,10 @@ mod tests {
         let set = secret_key(&[7; 64], &[Algorithm::HS512]).unwrap();
         assert!(set.keys[0].fits(Algorithm::HS384));
         assert!(!set.keys[0].fits(Algorithm::RS256));
+        assert_eq!(
+            set.candidates(Some("any-kid"), Algorithm::HS512).count(),
+            1,
+            "a key without kid serves tokens with any kid"
+        );
     }
 }

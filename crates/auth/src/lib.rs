@@ -25,7 +25,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_config::{AuthKind, Authenticator as AuthConfig, Diagnostics, JwtKeySource};
+use postern_config::{AuthKind, Authenticator as AuthConfig, Diagnostics, JwtKeySource, Origin};
 
 pub use hashes::{hash_password, PasswordHash, HOW_TO_HASH};
 
@@ -255,6 +255,15 @@ fn build_jwt(
     }))
 }
 
+/// A line of a file other than the config (an htpasswd file), as an origin.
+fn file_line(path: &std::path::Path, line: usize) -> Origin {
+    Origin::File {
+        path: Arc::from(path.display().to_string()),
+        line: u32::try_from(line).unwrap_or(u32::MAX),
+        column: 1,
+    }
+}
+
 fn build_basic(
     config: &AuthConfig,
     settings: &postern_config::BasicSettings,
@@ -293,8 +302,8 @@ fn build_basic(
                 Err((line, e)) => {
                     ok = false;
                     diags.error_with_help(
-                        &config.origin,
-                        format!("[auth.{}]: {shown} line {line} {e}", config.name),
+                        &file_line(path, line),
+                        format!("[auth.{}]: line {line} {e}", config.name),
                         "each line is `user:hash`, as `htpasswd -B` writes it",
                     );
                 }
@@ -305,10 +314,10 @@ fn build_basic(
                             Err(e) => {
                                 ok = false;
                                 diags.error_with_help(
-                                    &config.origin,
+                                    &file_line(path, entry.line),
                                     format!(
-                                        "[auth.{}]: {shown} line {}: the password of user {:?} {e}",
-                                        config.name, entry.line, entry.user
+                                        "[auth.{}]: the password of user {:?} {e}",
+                                        config.name, entry.user
                                     ),
                                     HOW_TO_HASH,
                                 );

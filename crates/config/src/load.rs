@@ -20,7 +20,7 @@ use crate::tree::{self, Node, Table, Value};
 const TOP_LEVEL: &[&str] = &["gateway", "listeners", "tls", "upstreams", "auth", "routes"];
 const GATEWAY_KEYS: &[&str] = &["threads", "trusted_proxies"];
 const LISTENER_KEYS: &[&str] = &["name", "address", "tls", "redirect_https"];
-const TLS_KEYS: &[&str] = &["min_version", "certificates"];
+const TLS_KEYS: &[&str] = &["min_version", "strict_sni", "certificates"];
 const CERTIFICATE_KEYS: &[&str] = &[
     "server_names",
     "cert",
@@ -30,7 +30,7 @@ const CERTIFICATE_KEYS: &[&str] = &[
     "alias",
 ];
 /// Durations that may be zero.
-const ZERO_ALLOWED: &[&str] = &["leeway"];
+const ZERO_ALLOWED: &[&str] = &["leeway", "cache_ttl"];
 const JWT_KEYS: &[&str] = &[
     "type",
     "issuer",
@@ -567,6 +567,7 @@ impl Reader<'_> {
     fn tls(&mut self, node: Option<&Node>) -> Tls {
         let mut tls = Tls {
             min_version: TlsVersion::Tls12,
+            strict_sni: false,
             certificates: Vec::new(),
         };
         let Some(table) = self.table(node, "[tls]") else {
@@ -583,6 +584,9 @@ impl Reader<'_> {
                     "use \"1.2\" or \"1.3\"; older versions are unsafe and never offered",
                 ),
             }
+        }
+        if let Some((strict, _)) = f.boolean("strict_sni", self.diags) {
+            tls.strict_sni = strict;
         }
         let certs = f.tables("certificates", self.diags);
         f.finish(self.diags);

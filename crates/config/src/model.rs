@@ -81,6 +81,9 @@ impl TlsVersion {
 #[derive(Debug, Clone)]
 pub struct Tls {
     pub min_version: TlsVersion,
+    /// Refuse the handshake for a server name no certificate covers, instead
+    /// of serving the default certificate.
+    pub strict_sni: bool,
     pub certificates: Vec<Certificate>,
 }
 
@@ -92,6 +95,13 @@ pub struct Certificate {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
     pub origin: Origin,
+}
+
+impl Certificate {
+    /// The files this certificate is loaded from, to watch for renewal.
+    pub fn source_files(&self) -> Vec<&std::path::Path> {
+        vec![self.cert.as_path(), self.key.as_path()]
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
