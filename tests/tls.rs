@@ -354,3 +354,149 @@ async fn http2_requests_get_the_same_path_canonicalisation() {
     }
     assert_eq!(data.requests_seen(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_sni_refuses_names_no_certificate_serves() {
+    let data = echo("data").await;
+    let gw = Gateway::builder(any_host_route(data.local_addr()))
+        .strict_sni(true)
+        .start()
+        .await;
+
+    if let Ok(conn) = gw
+        .connect(TlsOptions::sni("unknown.example.org").verify_as("example.com"))
+        .await
+    {
+        panic!(
+            "strict_sni served {:?} to an unknown name",
+            gw.pki.which(&conn.peer_certificates()[0])
+        );
+    }
+    // Known names, wildcards, and clients without SNI are still served.
+    for (sni, leaf) in [("api.example.com", "main"), ("www.example.net", "wildcard")] {
+        let conn = gw.tls(sni).await;
+        assert_eq!(gw.pki.which(&conn.peer_certificates()[0]), leaf, "{sni}");
+    }
+    let conn = gw
+        .connect(TlsOptions::no_sni("api.example.com"))
+        .await
+        .expect("no-SNI client gets the default certificate");
+    assert_eq!(gw.pki.which(&conn.peer_certificates()[0]), "main");
+    assert!(
+        gw.stderr()
+            .contains("no certificate serves \"unknown.example.org\""),
+        "the refusal is logged\n{}",
+        gw.stderr()
+    );
+}
+
+/// certbot replaces the files; the gateway serves the new certificate to new
+/// connections within seconds, with no restart and no failed request, while
+/// connections made before keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificate_is_served_without_restart() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let data = echo("data").await;
+    let gw = Arc::new(Gateway::start(any_host_route(data.local_addr())).await);
+    let mut before = gw.tls("api.example.com").await;
+    let old_der = before.peer_certificates()[0].clone();
+
+    // Traffic on fresh connections throughout the renewal.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let traffic = {
+        let (gw, stop, failures, sent) = (gw.clone(), stop.clone(), failures.clone(), sent.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ok = match gw.connect(TlsOptions::sni("api.example.com")).await {
+                    Ok(mut conn) => conn
+                        .send(get("api.example.com", "/x").as_bytes())
+                        .await
+                        .is_ok_and(|r| r.status == 200),
+                    Err(_) => false,
+                };
+                sent.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new_der = gw.pki.renew(&gw.pki.main);
+    assert_ne!(new_der, old_der);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let conn = gw.tls("api.example.com").await;
+        if conn.peer_certificates()[0] == new_der {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was not served within 15 s\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    traffic.await.expect("traffic task");
+
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "failed requests during renewal"
+    );
+    assert!(sent.load(Ordering::Relaxed) > 10, "the traffic loop ran");
+    // The connection made before the renewal still has the old certificate and works.
+    assert_eq!(before.peer_certificates()[0], old_der);
+    let response = before
+        .send(get("api.example.com", "/x").as_bytes())
+        .await
+        .expect("old connection still serves");
+    assert_eq!(response.status, 200);
+    assert!(
+        gw.stderr().contains("certificates reloaded from disk"),
+        "{}",
+        gw.stderr()
+    );
+}
+
+/// A renewal that leaves a broken key keeps the old certificate serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_renewal_keeps_the_old_certificate() {
+    use std::time::Duration;
+
+    let data = echo("data").await;
+    let gw = Gateway::start(any_host_route(data.local_addr())).await;
+    std::fs::write(
+        &gw.pki.main.key_path,
+        "-----BEGIN PRIVATE KEY-----\ngarbage\n",
+    )
+    .expect("break the key");
+    // Two watch intervals and the settling pause.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let mut conn = gw.tls("api.example.com").await;
+    assert_eq!(gw.pki.which(&conn.peer_certificates()[0]), "main");
+    let response = conn
+        .send(get("api.example.com", "/x").as_bytes())
+        .await
+        .expect("response");
+    assert_eq!(response.status, 200);
+    let stderr = gw.stderr();
+    assert!(
+        stderr.contains("previous certificates keep serving"),
+        "the broken renewal is logged\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("previous certificates keep serving").count(),
+        1,
+        "logged once, not at every look\n{stderr}"
+    );
+}

@@ -7,6 +7,7 @@
 mod client_hello;
 mod demo;
 mod proxy;
+mod renewal;
 mod response;
 mod server;
 mod snapshot;

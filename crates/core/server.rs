@@ -11,6 +11,7 @@ use postern_config::ListenerKind;
 
 use crate::client_hello::MinimumVersionGate;
 use crate::proxy::Gateway;
+use crate::renewal::CertificateWatcher;
 use crate::snapshot::Snapshot;
 use crate::tls::{HandshakeRecorder, SniResolver};
 
@@ -81,5 +82,13 @@ pub fn run(snapshot: Snapshot) -> Result<std::convert::Infallible, String> {
         log::info!("listener {:?} on {} ({:?})", l.name, l.address, l.kind);
         server.add_service(service);
     }
+    let watcher = CertificateWatcher {
+        resolver: Arc::clone(&resolver),
+        snapshot: Arc::clone(&shared),
+    };
+    server.add_service(pingora::services::background::background_service(
+        "certificate renewal",
+        watcher,
+    ));
     server.run_forever()
 }

@@ -69,7 +69,11 @@ impl Snapshot {
 /// certificates, upstream names that do not resolve) is added to `diags`.
 pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
     let loaded = tls::load_certificates(&config.tls.certificates, diags);
-    let certificates = Arc::new(CertificateTable::new(loaded, config.tls.min_version));
+    let certificates = Arc::new(CertificateTable::new(
+        loaded,
+        config.tls.min_version,
+        config.tls.strict_sni,
+    ));
 
     let mut upstreams = HashMap::new();
     for u in &config.upstreams {

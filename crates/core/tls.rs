@@ -37,15 +37,21 @@ pub struct CertificateTable {
     /// The first configured certificate, for clients that send no (or an unknown) SNI.
     default: Option<Arc<LoadedCertificate>>,
     min_version: Option<TlsVersion>,
+    strict_sni: bool,
     /// In configuration order.
     loaded: Vec<Arc<LoadedCertificate>>,
 }
 
 impl CertificateTable {
-    pub fn new(certificates: Vec<Arc<LoadedCertificate>>, min_version: TlsVersion) -> Self {
+    pub fn new(
+        certificates: Vec<Arc<LoadedCertificate>>,
+        min_version: TlsVersion,
+        strict_sni: bool,
+    ) -> Self {
         let mut table = CertificateTable {
             default: certificates.first().cloned(),
             min_version: Some(min_version),
+            strict_sni,
             ..Default::default()
         };
         for cert in &certificates {
@@ -70,7 +76,9 @@ impl CertificateTable {
         &self.loaded
     }
 
-    /// The certificate for an SNI name: exact, then wildcard, then the default.
+    /// The certificate for an SNI name: exact, then wildcard, then the
+    /// default (unless `strict_sni`: then an unknown name gets none, and the
+    /// handshake fails). Clients that send no SNI always get the default.
     pub fn select(&self, server_name: Option<&str>) -> Option<&Arc<LoadedCertificate>> {
         let Some(name) = server_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()) else {
             return self.default.as_ref();
@@ -82,9 +90,12 @@ impl CertificateTable {
             .find('.')
             .filter(|&dot| dot > 0)
             .map(|dot| &name[dot..]);
-        suffix
-            .and_then(|s| self.wildcard.get(s))
-            .or(self.default.as_ref())
+        let wildcard = suffix.and_then(|s| self.wildcard.get(s));
+        if self.strict_sni {
+            wildcard
+        } else {
+            wildcard.or(self.default.as_ref())
+        }
     }
 }
 
@@ -104,15 +115,26 @@ impl SniResolver {
     pub fn current(&self) -> Arc<CertificateTable> {
         self.table.load_full()
     }
+
+    /// New handshakes use `table`; established connections are untouched.
+    pub fn replace(&self, table: Arc<CertificateTable>) {
+        self.table.store(table);
+    }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // min_version is enforced before the handshake: see client_hello.rs.
         let table = self.table.load();
-        table
-            .select(hello.server_name())
-            .map(|c| Arc::clone(&c.key))
+        let chosen = table.select(hello.server_name());
+        if chosen.is_none() {
+            log::info!(
+                target: "postern::tls",
+                "TLS handshake refused: no certificate serves {:?} and strict_sni is on",
+                hello.server_name().unwrap_or("")
+            );
+        }
+        chosen.map(|c| Arc::clone(&c.key))
     }
 }
 
