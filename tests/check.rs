@@ -1579,3 +1579,43 @@ fn usage_errors_exit_2_and_help_exits_0() {
         assert!(run.stdout.contains("check"), "{}", run.show());
     }
 }
+
+/// Accepted, but worth a warning: a certificate close to expiry, and a chain
+/// whose certificates are not each followed by their issuer.
+#[test]
+fn certificate_warnings() {
+    let dir = Workdir::new();
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(10 * 86_400);
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    params.not_after = soon.into();
+    let expiring = params.self_signed(&key).expect("cert");
+    let other_key = KeyPair::generate().expect("key");
+    let mut other_params = CertificateParams::new(vec!["other.test".to_string()]).expect("params");
+    other_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Some Other CA");
+    let other = other_params.self_signed(&other_key).expect("cert");
+    // The leaf followed by a certificate that did not issue it.
+    dir.write("cert.pem", &format!("{}{}", expiring.pem(), other.pem()));
+    dir.write("key.pem", &key.serialize_pem());
+    dir.write("gateway.toml", &with_cert("", "cert.pem", "key.pem"));
+    let run = dir.check(&[]);
+    assert_accepted(&run, "warnings only");
+    let warned = |needle: &str| {
+        run.stderr
+            .lines()
+            .any(|l| l.contains(": warning: ") && l.contains(needle))
+    };
+    assert!(
+        warned("certificate cert.pem expires in 9 day(s)")
+            || warned("certificate cert.pem expires in 10 day(s)"),
+        "{}",
+        run.show()
+    );
+    assert!(
+        warned("the chain in cert.pem is not in order: certificate #1"),
+        "{}",
+        run.show()
+    );
+}

@@ -40,7 +40,7 @@ pub fn render(snapshot: &Snapshot) -> String {
                 out,
                 "  {:<40} {} (expires in {days} days)",
                 names.join(", "),
-                c.cert.display()
+                c.display_path()
             );
         }
     }

@@ -7,13 +7,14 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
-use postern_config::{Certificate, Diagnostics, TlsVersion};
+use postern_config::{Certificate, CertificateSource, Diagnostics, TlsVersion};
 use postern_policy::host::HostPattern;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -183,6 +184,12 @@ pub fn load_certificates(
                 for warning in coverage_warnings(c, &loaded) {
                     diags.warning(&c.origin, warning);
                 }
+                if let Some(warning) = expiry_warning(c, &loaded) {
+                    diags.warning(&c.origin, warning);
+                }
+                if let Some(warning) = chain_order_warning(c, &loaded) {
+                    diags.warning(&c.origin, warning);
+                }
                 Some(Arc::new(loaded))
             }
             Err((message, help)) => {
@@ -193,10 +200,12 @@ pub fn load_certificates(
         .collect()
 }
 
-fn load_certificate(c: &Certificate) -> Result<LoadedCertificate, (String, String)> {
-    let cert_path = c.cert.display();
-    let key_path = c.key.display();
-    let chain_pem = std::fs::read(&c.cert).map_err(|e| {
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn read_pem(cert: &Path, key: &Path) -> Result<Identity, (String, String)> {
+    let cert_path = cert.display();
+    let key_path = key.display();
+    let chain_pem = std::fs::read(cert).map_err(|e| {
         (
             format!("cannot read certificate {cert_path}: {e}"),
             "check the path and file permissions".to_string(),
@@ -217,7 +226,7 @@ fn load_certificate(c: &Certificate) -> Result<LoadedCertificate, (String, Strin
             "give a PEM file with -----BEGIN CERTIFICATE----- blocks, leaf first".to_string(),
         ));
     }
-    let key_pem = std::fs::read(&c.key).map_err(|e| {
+    let key_pem = std::fs::read(key).map_err(|e| {
         (
             format!("cannot read private key {key_path}: {e}"),
             "check the path and file permissions".to_string(),
@@ -232,6 +241,70 @@ fn load_certificate(c: &Certificate) -> Result<LoadedCertificate, (String, Strin
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         (format!("{key_path} holds no usable private key: {e}"), "give a PEM key: PKCS#8 (BEGIN PRIVATE KEY), PKCS#1 (BEGIN RSA PRIVATE KEY) or SEC1 (BEGIN EC PRIVATE KEY)".to_string())
     })?;
+    Ok((chain, key))
+}
+
+/// A PKCS#12 or JKS file, as Domino's `TLSFile`/`TLSPassword` name it.
+fn read_keystore(
+    path: &Path,
+    password_env: Option<&str>,
+    alias: Option<&str>,
+) -> Result<Identity, (String, String)> {
+    let shown = path.display();
+    let password = match password_env {
+        // Domino's `TLSPassword: ""` works: no variable, empty password.
+        None => String::new(),
+        Some(var) => std::env::var(var).map_err(|_| {
+            (
+                format!("keystore {shown}: environment variable {var} (password_env) is not set"),
+                format!("export {var} with the keystore password before starting the gateway"),
+            )
+        })?,
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        (
+            format!("cannot read keystore {shown}: {e}"),
+            "check the path and file permissions".to_string(),
+        )
+    })?;
+    let entry = postern_keystore::load(&bytes, &password, alias).map_err(|e| {
+        let help = match &e {
+            postern_keystore::KeystoreError::WrongPassword => match password_env {
+                Some(var) => format!("check the password in {var}"),
+                None => "set password_env to the variable holding the keystore password".to_string(),
+            },
+            postern_keystore::KeystoreError::SeveralKeys { .. }
+            | postern_keystore::KeystoreError::AliasNotFound { .. } => {
+                "set alias = \"...\" to one of the key entries listed".to_string()
+            }
+            _ => "give a PKCS#12 (.pfx/.p12) or JKS keystore holding the certificate chain and its private key".to_string(),
+        };
+        // The keystore error never contains the password.
+        (format!("keystore {shown}: {e}"), help)
+    })?;
+    let chain = entry.chain.into_iter().map(CertificateDer::from).collect();
+    let key = PrivateKeyDer::Pkcs8(entry.key_pkcs8.into());
+    Ok((chain, key))
+}
+
+fn load_certificate(c: &Certificate) -> Result<LoadedCertificate, (String, String)> {
+    let (chain, key, cert_path, key_path) = match &c.source {
+        CertificateSource::Pem { cert, key } => {
+            let (chain, private_key) = read_pem(cert, key)?;
+            let shown = (cert.display().to_string(), key.display().to_string());
+            (chain, private_key, shown.0, shown.1)
+        }
+        CertificateSource::Keystore {
+            path,
+            password_env,
+            alias,
+        } => {
+            let (chain, key) = read_keystore(path, password_env.as_deref(), alias.as_deref())?;
+            let shown = path.display().to_string();
+            (chain, key, shown.clone(), shown)
+        }
+    };
+    let (cert_path, key_path) = (cert_path.as_str(), key_path.as_str());
     let provider = rustls::crypto::ring::default_provider();
     let key = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
         let message = match e {
@@ -289,6 +362,42 @@ fn load_certificate(c: &Certificate) -> Result<LoadedCertificate, (String, Strin
     })
 }
 
+/// Renewal should have happened by 30 days before expiry (certbot renews at 30).
+fn expiry_warning(c: &Certificate, loaded: &LoadedCertificate) -> Option<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let days = (loaded.not_after - now) / 86_400;
+    (days < 30).then(|| {
+        format!(
+            "certificate {} expires in {days} day(s); renew it (the gateway picks up renewed files without a restart)",
+            c.display_path()
+        )
+    })
+}
+
+/// Clients build the path from what is sent: each certificate should be
+/// followed by its issuer.
+fn chain_order_warning(c: &Certificate, loaded: &LoadedCertificate) -> Option<String> {
+    let parsed: Vec<_> = loaded
+        .key
+        .cert
+        .iter()
+        .filter_map(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
+        .map(|(_, cert)| cert)
+        .collect();
+    let out_of_order = parsed
+        .windows(2)
+        .position(|pair| pair[0].issuer() != pair[1].subject());
+    out_of_order.map(|i| {
+        format!(
+            "the chain in {} is not in order: certificate #{} is not followed by its issuer; put the leaf first, then each issuer",
+            c.display_path(),
+            i + 1
+        )
+    })
+}
+
 /// Unix times of the leaf's notBefore and notAfter.
 fn leaf_validity(der: &CertificateDer<'_>) -> Result<(i64, i64), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
@@ -339,7 +448,7 @@ fn coverage_warnings(c: &Certificate, loaded: &LoadedCertificate) -> Vec<String>
         .map(|name| {
             format!(
                 "server name {name} is not among the certificate {}'s subject alternative names; clients will reject it",
-                c.cert.display()
+                c.display_path()
             )
         })
         .collect()

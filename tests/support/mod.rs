@@ -209,6 +209,7 @@ pub fn upstream_header(echo: &Value, name: &str) -> Vec<String> {
 /// Settings of the generated `gateway.toml` outside the test's own body.
 pub struct GatewayBuilder {
     body: String,
+    env: Vec<(String, String)>,
     min_version: &'static str,
     strict_sni: bool,
     trusted_proxies: Vec<String>,
@@ -217,6 +218,13 @@ pub struct GatewayBuilder {
 impl GatewayBuilder {
     pub fn min_version(mut self, version: &'static str) -> Self {
         self.min_version = version;
+        self
+    }
+
+    /// Sets an environment variable for the gateway process (names starting
+    /// with POSTERN_ are config overrides).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -261,6 +269,7 @@ impl GatewayBuilder {
                     command.env_remove(key);
                 }
             }
+            command.envs(self.env.iter().map(|(k, v)| (k, v)));
             let child = command.spawn().expect("spawn postern");
             let mut gateway = Gateway {
                 tls_port: ports[0],
@@ -380,6 +389,7 @@ impl Gateway {
     pub fn builder(body: impl Into<String>) -> GatewayBuilder {
         GatewayBuilder {
             body: body.into(),
+            env: Vec::new(),
             min_version: "1.2",
             strict_sni: false,
             trusted_proxies: Vec::new(),

@@ -612,18 +612,10 @@ impl Reader<'_> {
         let cert = f.string("cert", self.diags);
         let key = f.string("key", self.diags);
         let keystore = f.string("keystore", self.diags);
-        let _ = f.string("password_env", self.diags);
-        let _ = f.string("alias", self.diags);
+        let password_env = f.string("password_env", self.diags);
+        let alias = f.string("alias", self.diags);
         f.finish(self.diags);
 
-        if let Some((_, at)) = keystore {
-            self.diags.error_with_help(
-                at,
-                "PKCS#12/JKS keystores are not supported by this build yet",
-                "convert once with `openssl pkcs12 -in server.pfx -nokeys -out fullchain.pem` and `openssl pkcs12 -in server.pfx -nocerts -nodes -out privkey.pem`, then set cert and key",
-            );
-            return None;
-        }
         let mut server_names = Vec::new();
         if let Some((names, at)) = &names {
             if names.is_empty() {
@@ -644,23 +636,52 @@ impl Reader<'_> {
                 }
             }
         }
-        let (cert, key) = match (cert, key) {
-            (Some(c), Some(k)) => (c, k),
+        let source = match (cert, key, keystore) {
+            (None, None, Some((path, at))) => {
+                let path = self.existing_file(path, at, "keystore");
+                CertificateSource::Keystore {
+                    path: path?,
+                    password_env: password_env.map(|(v, _)| v.to_string()),
+                    alias: alias.map(|(a, _)| a.to_string()),
+                }
+            }
+            (Some(_), _, Some((_, at))) | (_, Some(_), Some((_, at))) => {
+                self.diags.error_with_help(
+                    at,
+                    format!("{section} has both `keystore` and `cert`/`key`"),
+                    "use either keystore = \"server.pfx\" (PKCS#12 or JKS) or cert and key (PEM), not both",
+                );
+                return None;
+            }
+            (Some(cert), Some(key), None) => {
+                for (name, given) in [("password_env", password_env), ("alias", alias)] {
+                    if let Some((_, at)) = given {
+                        self.diags.error_with_help(
+                            at,
+                            format!("`{name}` belongs to a keystore, and this certificate is PEM"),
+                            format!("remove `{name}`; PEM keys must not be encrypted"),
+                        );
+                    }
+                }
+                let cert = self.existing_file(cert.0, cert.1, "cert");
+                let key = self.existing_file(key.0, key.1, "key");
+                CertificateSource::Pem {
+                    cert: cert?,
+                    key: key?,
+                }
+            }
             _ => {
                 self.diags.error_with_help(
                     origin,
-                    format!("{section} needs both `cert` and `key`"),
-                    "add cert = \"certs/fullchain.pem\" and key = \"certs/privkey.pem\"",
+                    format!("{section} needs both `cert` and `key`, or a `keystore`"),
+                    "add cert = \"certs/fullchain.pem\" and key = \"certs/privkey.pem\", or keystore = \"certs/server.pfx\" with password_env",
                 );
                 return None;
             }
         };
-        let cert = self.existing_file(cert.0, cert.1, "cert");
-        let key = self.existing_file(key.0, key.1, "key");
         Some(Certificate {
             server_names,
-            cert: cert?,
-            key: key?,
+            source,
             origin: origin.clone(),
         })
     }

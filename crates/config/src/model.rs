@@ -90,17 +90,44 @@ pub struct Tls {
 #[derive(Debug, Clone)]
 pub struct Certificate {
     pub server_names: Vec<HostPattern>,
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
+    pub source: CertificateSource,
     pub origin: Origin,
+}
+
+/// Where a certificate and its key are read from.
+#[derive(Debug, Clone)]
+pub enum CertificateSource {
+    Pem {
+        /// PEM certificate chain, leaf first.
+        cert: PathBuf,
+        /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+    /// A PKCS#12 (PFX) or JKS file, told apart by content.
+    Keystore {
+        path: PathBuf,
+        /// The environment variable holding the password; none = empty password.
+        password_env: Option<String>,
+        /// The key entry to use when the store holds several.
+        alias: Option<String>,
+    },
 }
 
 impl Certificate {
     /// The files this certificate is loaded from, to watch for renewal.
     pub fn source_files(&self) -> Vec<&std::path::Path> {
-        vec![self.cert.as_path(), self.key.as_path()]
+        match &self.source {
+            CertificateSource::Pem { cert, key } => vec![cert.as_path(), key.as_path()],
+            CertificateSource::Keystore { path, .. } => vec![path.as_path()],
+        }
+    }
+
+    /// The file to name in messages and the route table.
+    pub fn display_path(&self) -> std::path::Display<'_> {
+        match &self.source {
+            CertificateSource::Pem { cert, .. } => cert.display(),
+            CertificateSource::Keystore { path, .. } => path.display(),
+        }
     }
 }
 
