@@ -431,6 +431,9 @@ impl ProxyHttp for Gateway {
         if let Some(ca) = &upstream.ca {
             peer.options.ca = Some(Arc::clone(ca));
         }
+        if let Some(identity) = &upstream.client_identity {
+            peer.client_cert_key = Some(Arc::clone(identity));
+        }
         Ok(Box::new(peer))
     }
 

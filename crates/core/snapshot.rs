@@ -14,7 +14,7 @@ use postern_policy::router::{RouteEntry, Router};
 use postern_policy::source::Allowlist;
 
 use crate::tls::{self, CertificateTable};
-use pingora::utils::tls::{parse_x509, WrappedX509};
+use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 
 #[derive(Debug)]
 pub struct UpstreamPlan {
@@ -28,6 +28,8 @@ pub struct UpstreamPlan {
     pub write_timeout: Duration,
     /// Extra trust anchors for an https upstream (`ca = "..."`).
     pub ca: Option<Arc<[WrappedX509]>>,
+    /// The certificate and key presented to an https upstream (mTLS).
+    pub client_identity: Option<Arc<CertKey>>,
 }
 
 /// Everything a request on a route needs, decided at load time.
@@ -105,6 +107,20 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
             },
             None => None,
         };
+        let client_identity = match &u.client_identity {
+            Some((cert, key)) => match load_client_identity(cert, key) {
+                Ok(identity) => Some(identity),
+                Err((message, help)) => {
+                    diags.error_with_help(
+                        &u.origin,
+                        format!("upstream {:?}: {message}", u.name),
+                        help,
+                    );
+                    continue;
+                }
+            },
+            None => None,
+        };
         upstreams.insert(
             u.name.clone(),
             Arc::new(UpstreamPlan {
@@ -116,6 +132,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 read_timeout: u.read_timeout,
                 write_timeout: u.write_timeout,
                 ca,
+                client_identity,
             }),
         );
     }
@@ -195,6 +212,43 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         https_port,
         identity_headers,
     })
+}
+
+/// Checked here because Pingora's connector panics on a certificate or key
+/// it cannot parse, and would only find out at the first request.
+fn load_client_identity(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<CertKey>, (String, String)> {
+    let (chain, key_der) = tls::read_pem(cert, key)?;
+    for der in &chain {
+        x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| {
+            (
+                format!(
+                    "client_cert {} holds a certificate that does not parse: {e}",
+                    cert.display()
+                ),
+                "give a PEM certificate chain, leaf first".to_string(),
+            )
+        })?;
+    }
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain.clone(), key_der.clone_key(), &provider).map_err(
+        |e| {
+            (
+                format!(
+                    "client_key {} cannot be used with client_cert {}: {e}",
+                    key.display(),
+                    cert.display()
+                ),
+                "give the key that was generated with the client certificate".to_string(),
+            )
+        },
+    )?;
+    Ok(Arc::new(CertKey::new(
+        chain.iter().map(|c| c.to_vec()).collect(),
+        key_der.secret_der().to_vec(),
+    )))
 }
 
 fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {

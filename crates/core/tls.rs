@@ -200,9 +200,9 @@ pub fn load_certificates(
         .collect()
 }
 
-type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
-fn read_pem(cert: &Path, key: &Path) -> Result<Identity, (String, String)> {
+pub fn read_pem(cert: &Path, key: &Path) -> Result<Identity, (String, String)> {
     let cert_path = cert.display();
     let key_path = key.display();
     let chain_pem = std::fs::read(cert).map_err(|e| {

@@ -86,6 +86,8 @@ const UPSTREAM_KEYS: &[&str] = &[
     "read_timeout",
     "write_timeout",
     "ca",
+    "client_cert",
+    "client_key",
 ];
 const ROUTE_KEYS: &[&str] = &[
     "name",
@@ -734,6 +736,8 @@ impl Reader<'_> {
             let read_timeout = f.duration("read_timeout", Duration::from_secs(60), self.diags);
             let write_timeout = f.duration("write_timeout", Duration::from_secs(60), self.diags);
             let ca = f.string("ca", self.diags);
+            let client_cert = f.string("client_cert", self.diags);
+            let client_key = f.string("client_key", self.diags);
             f.finish(self.diags);
 
             let Some((scheme, host, port)) = url.and_then(|(url, at)| self.upstream_url(url, at))
@@ -754,6 +758,30 @@ impl Reader<'_> {
                 Some((path, at)) => self.existing_file(path, at, "ca"),
                 None => None,
             };
+            let client_identity = match (client_cert, client_key) {
+                (None, None) => None,
+                (Some((_, at)), _) | (_, Some((_, at))) if scheme == Scheme::Http => {
+                    self.diags.error_with_help(
+                        at,
+                        "a client certificate is only sent to an https:// upstream",
+                        "remove client_cert and client_key, or use an https:// url",
+                    );
+                    None
+                }
+                (Some((cert, cert_at)), Some((key, key_at))) => {
+                    let cert = self.existing_file(cert, cert_at, "client_cert");
+                    let key = self.existing_file(key, key_at, "client_key");
+                    cert.zip(key)
+                }
+                (Some((_, at)), None) | (None, Some((_, at))) => {
+                    self.diags.error_with_help(
+                        at,
+                        "upstream mTLS needs both client_cert and client_key",
+                        "add client_cert = \"certs/gateway-client.pem\" and client_key = \"certs/gateway-client.key\"",
+                    );
+                    None
+                }
+            };
             upstreams.push(Upstream {
                 name: key.name.clone(),
                 url: url.to_string(),
@@ -764,6 +792,7 @@ impl Reader<'_> {
                 read_timeout,
                 write_timeout,
                 ca,
+                client_identity,
                 origin: node.origin.clone(),
             });
         }

@@ -150,6 +150,8 @@ pub struct Upstream {
     pub write_timeout: Duration,
     /// Extra CA bundle for verifying an https upstream.
     pub ca: Option<PathBuf>,
+    /// PEM certificate chain and key presented to an https upstream (mTLS).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
     pub origin: Origin,
 }
 
