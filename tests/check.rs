@@ -421,6 +421,9 @@ const SHIPPED_ROUTES: &[&str] = &[
     "metrics-host",
     "mgmt",
     "mgmt-shutdown",
+    "postern-admin",
+    "postern-health",
+    "postern-metrics",
 ];
 
 fn assert_shipped_table(run: &Run, context: &str) {
@@ -436,7 +439,8 @@ fn assert_shipped_table(run: &Run, context: &str) {
         listeners,
         [
             ("https".to_string(), "127.0.0.1:8443".to_string()),
-            ("http".to_string(), "127.0.0.1:8080".to_string())
+            ("http".to_string(), "127.0.0.1:8080".to_string()),
+            ("ops".to_string(), "127.0.0.1:9180".to_string())
         ],
         "{context}\n{}",
         run.show()

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
-use postern_config::ListenerKind;
+use postern_config::{ListenerKind, RouteTarget, Service};
 
 /// Domino REST API's ports and what each one is.
 const BACKENDS: [(u16, &str); 4] = [
@@ -76,6 +76,27 @@ pub fn run(config_path: &Path) -> ExitCode {
             "  curl -i http://localhost:{}/api/x        # 308 to https",
             redirect.address.port()
         );
+    }
+    let service_route = |service: Service| {
+        config.routes.iter().find_map(|r| match r.target {
+            RouteTarget::Service(s) if s == service => Some(r.path_prefix.clone()),
+            _ => None,
+        })
+    };
+    if let Some(ops) = config.listeners.iter().find(|l| l.name == "ops") {
+        let base = format!("curl http://localhost:{}", ops.address.port());
+        if let Some(prefix) = service_route(Service::Health) {
+            println!("  {base}{prefix}                 # the gateway's health, with each upstream up or down");
+        }
+        if let Some(prefix) = service_route(Service::Metrics) {
+            println!("  {base}{prefix}                # Prometheus metrics");
+        }
+        if let Some(prefix) = service_route(Service::Admin) {
+            println!("  {base}{prefix}/config          # the running config, secrets masked");
+            println!(
+                "  {base}{prefix}/reload -X POST  # reload gateway.toml (or: kill -HUP <pid>)"
+            );
+        }
     }
     crate::serve(snapshot)
 }

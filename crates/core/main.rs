@@ -6,10 +6,13 @@
 
 mod client_hello;
 mod demo;
+mod metrics;
 mod proxy;
+mod reload;
 mod renewal;
 mod response;
 mod server;
+mod services;
 mod snapshot;
 mod table;
 mod tls;

@@ -20,14 +20,17 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorType;
 use postern_auth::{Credentials, Denial, Identity, Verdict};
-use postern_config::ListenerKind;
+use postern_config::{ListenerKind, Service};
 use postern_policy::forwarded::{acceptable_request_id, ForwardingHeaders, Hop};
 use postern_policy::host::normalize_host;
 use postern_policy::path::canonicalize;
 use postern_policy::router::strip_segments;
 use postern_policy::source::{self, Client};
 
+use crate::metrics::metrics;
+use crate::reload::Reloader;
 use crate::response::{error_response, ErrorKind};
+use crate::services;
 use crate::snapshot::{RoutePlan, Snapshot};
 use crate::tls::ConnectionCertificate;
 
@@ -37,6 +40,7 @@ pub struct Gateway {
     pub kind: ListenerKind,
     pub port: u16,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub reloader: Arc<Reloader>,
 }
 
 /// What one request has been decided to be.
@@ -54,6 +58,8 @@ pub struct RequestCtx {
     identity: Option<Identity>,
     /// The configuration this request was decided on, kept to its end.
     snapshot: Option<Arc<Snapshot>>,
+    /// The canonical path below the route's prefix, for built-in services.
+    relative_path: String,
 }
 
 impl RequestCtx {
@@ -213,8 +219,10 @@ impl Gateway {
             }
         }
 
+        let below_prefix = strip_segments(&target.path, matched.prefix_segments);
+        ctx.relative_path = below_prefix.to_string();
         let path = if route.strip_prefix {
-            strip_segments(&target.path, matched.prefix_segments)
+            below_prefix
         } else {
             &target.path
         };
@@ -276,13 +284,23 @@ impl Gateway {
                 auth.check(&credentials).await
             }
         };
+        let route_label = ctx.route_name().unwrap_or("-").to_string();
         let denial = match verdict {
             Verdict::Allow(identity) => {
+                metrics()
+                    .auth_decisions
+                    .with_label_values(&[route_label.as_str(), "allow", "ok"])
+                    .inc();
                 ctx.identity = Some(identity);
                 return Ok(false);
             }
             Verdict::Deny(denial) => denial,
         };
+        // Reasons are a fixed set of phrases, so the label stays bounded.
+        metrics()
+            .auth_decisions
+            .with_label_values(&[route_label.as_str(), "deny", denial.reason()])
+            .inc();
         let (kind, extra) = match &denial {
             Denial::Unauthorized { challenge, .. } if challenge.is_empty() => {
                 (ErrorKind::BadRequest, None)
@@ -318,6 +336,49 @@ impl Gateway {
         }
         self.write(session, header, body).await?;
         Ok(true)
+    }
+
+    async fn serve_builtin(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        service: Service,
+    ) -> Result<()> {
+        let snapshot = match &ctx.snapshot {
+            Some(snapshot) => Arc::clone(snapshot),
+            None => self.snapshot.load_full(),
+        };
+        let method = session.req_header().method.as_str().to_string();
+        let outcome = services::serve(
+            service,
+            &method,
+            &ctx.relative_path,
+            &snapshot,
+            &self.reloader,
+        )
+        .await;
+        let reply = match outcome {
+            services::Outcome::Reply(reply) => reply,
+            services::Outcome::NotFound => {
+                ctx.refusal = Some(format!("no {} endpoint here", service.name()).into());
+                return self.answer(session, ctx, ErrorKind::NotFound).await;
+            }
+            services::Outcome::MethodNotAllowed => {
+                ctx.refusal = Some(format!("method not allowed on {}", service.name()).into());
+                return self.answer(session, ctx, ErrorKind::MethodNotAllowed).await;
+            }
+        };
+        let mut header = ResponseHeader::build(reply.status, Some(4))?;
+        header.insert_header("content-type", reply.content_type)?;
+        header.insert_header("content-length", reply.body.len().to_string())?;
+        header.insert_header("cache-control", "no-store")?;
+        header.insert_header("x-request-id", ctx.request_id.as_str())?;
+        let body = if method == "HEAD" {
+            Bytes::new()
+        } else {
+            Bytes::from(reply.body)
+        };
+        self.write(session, header, body).await
     }
 
     async fn answer(&self, session: &mut Session, ctx: &RequestCtx, kind: ErrorKind) -> Result<()> {
@@ -366,6 +427,7 @@ impl ProxyHttp for Gateway {
             client: None,
             identity: None,
             snapshot: None,
+            relative_path: String::new(),
         }
     }
 
@@ -381,7 +443,18 @@ impl ProxyHttp for Gateway {
         let snapshot = self.snapshot.load_full();
         ctx.snapshot = Some(Arc::clone(&snapshot));
         match self.decide(session, ctx, &snapshot) {
-            Ok(Decision::Forward) => self.authenticate(session, ctx).await,
+            Ok(Decision::Forward) => {
+                if self.authenticate(session, ctx).await? {
+                    return Ok(true);
+                }
+                match ctx.route.as_ref().and_then(|r| r.service) {
+                    Some(service) => {
+                        self.serve_builtin(session, ctx, service).await?;
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
+            }
             Ok(Decision::Redirect(location)) => {
                 let mut header = ResponseHeader::build(308, Some(4))?;
                 header.insert_header("location", location)?;
@@ -510,6 +583,29 @@ impl ProxyHttp for Gateway {
             };
         };
         ctx.refusal = Some(kind.name().into());
+        if let Some(upstream) = ctx.route.as_ref().and_then(|r| r.upstream.as_ref()) {
+            if e.esource() == &pingora::ErrorSource::Upstream
+                || matches!(
+                    e.etype(),
+                    ErrorType::ConnectTimedout | ErrorType::ConnectRefused
+                )
+            {
+                let error_kind = match e.etype() {
+                    ErrorType::ConnectTimedout
+                    | ErrorType::ReadTimedout
+                    | ErrorType::WriteTimedout => "timeout",
+                    ErrorType::ConnectRefused
+                    | ErrorType::ConnectError
+                    | ErrorType::ConnectNoRoute
+                    | ErrorType::TLSHandshakeFailure => "connect",
+                    _ => "protocol",
+                };
+                metrics()
+                    .upstream_errors
+                    .with_label_values(&[upstream.name.as_str(), error_kind])
+                    .inc();
+            }
+        }
         // A response may already have started; then there is nothing to add.
         if session.response_written().is_none() {
             session.set_keepalive(None);
@@ -536,6 +632,16 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if status != 0 {
+            let route = ctx.route_name().unwrap_or("-");
+            let m = metrics();
+            m.requests
+                .with_label_values(&[route, status.to_string().as_str()])
+                .inc();
+            m.request_duration
+                .with_label_values(&[route])
+                .observe(ctx.started.elapsed().as_secs_f64());
+        }
         let req = session.req_header();
         log::info!(
             target: "postern::access",

@@ -73,6 +73,12 @@ impl CertificateWatcher {
             .iter()
             .map(|c| format!("{} (notAfter {})", describe_names(c), c.not_after))
             .collect();
+        let for_metrics: Vec<(String, i64)> = table
+            .loaded()
+            .iter()
+            .map(|c| (describe_names(c).replace(' ', ","), c.not_after))
+            .collect();
+        crate::metrics::metrics().set_certificates(&for_metrics);
         self.resolver.replace(Arc::new(table));
         log::info!(
             target: "postern::tls",

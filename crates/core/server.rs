@@ -11,6 +11,7 @@ use postern_config::ListenerKind;
 
 use crate::client_hello::MinimumVersionGate;
 use crate::proxy::Gateway;
+use crate::reload::{HangupReload, Reloader};
 use crate::renewal::CertificateWatcher;
 use crate::snapshot::Snapshot;
 use crate::tls::{HandshakeRecorder, SniResolver};
@@ -47,13 +48,21 @@ pub fn run(snapshot: Snapshot) -> Result<std::convert::Infallible, String> {
 
     let resolver = Arc::new(SniResolver::new(Arc::clone(&snapshot.certificates)));
     let listeners = snapshot.config.listeners.clone();
+    crate::metrics::metrics().set_certificates(&snapshot.certificate_expiries());
+    let config_path = snapshot.config.file.clone();
     let shared = Arc::new(ArcSwap::from_pointee(snapshot));
+    let reloader = Arc::new(Reloader::new(
+        config_path,
+        Arc::clone(&shared),
+        Arc::clone(&resolver),
+    ));
     for l in listeners {
         let gateway = Gateway {
             listener: Arc::from(l.name.as_str()),
             kind: l.kind,
             port: l.address.port(),
             snapshot: Arc::clone(&shared),
+            reloader: Arc::clone(&reloader),
         };
         let mut service = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
@@ -89,6 +98,12 @@ pub fn run(snapshot: Snapshot) -> Result<std::convert::Infallible, String> {
     server.add_service(pingora::services::background::background_service(
         "certificate renewal",
         watcher,
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "reload on SIGHUP",
+        HangupReload {
+            reloader: Arc::clone(&reloader),
+        },
     ));
     server.run_forever()
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_auth::Authenticator;
-use postern_config::{Config, Diagnostics, ListenerKind, RouteTarget, Scheme};
+use postern_config::{Config, Diagnostics, ListenerKind, RouteTarget, Scheme, Service};
 use postern_policy::host::HostPattern;
 use postern_policy::router::{RouteEntry, Router};
 use postern_policy::source::Allowlist;
@@ -41,6 +41,8 @@ pub struct RoutePlan {
     pub allow: Option<Allowlist>,
     pub upstream: Option<Arc<UpstreamPlan>>,
     pub auth: Option<Arc<Authenticator>>,
+    /// A built-in endpoint instead of an upstream.
+    pub service: Option<Service>,
 }
 
 #[derive(Debug)]
@@ -55,11 +57,35 @@ pub struct Snapshot {
     /// Headers some authenticator sets from token claims: a client's copies
     /// are removed from every forwarded request.
     pub identity_headers: Vec<String>,
+    upstreams: HashMap<String, Arc<UpstreamPlan>>,
 }
 
 impl Snapshot {
     pub fn router(&self, listener: &str) -> Option<&Router<Arc<RoutePlan>>> {
         self.routers.get(listener)
+    }
+
+    /// Every upstream's resolved address, for health probes.
+    pub fn upstream_addresses(&self) -> Vec<(String, SocketAddr)> {
+        let mut all: Vec<_> = self
+            .upstreams
+            .values()
+            .map(|u| (u.name.clone(), u.address))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// (server names, notAfter) of each loaded certificate, for metrics.
+    pub fn certificate_expiries(&self) -> Vec<(String, i64)> {
+        self.certificates
+            .loaded()
+            .iter()
+            .map(|c| {
+                let names: Vec<String> = c.names.iter().map(|n| n.to_string()).collect();
+                (names.join(","), c.not_after)
+            })
+            .collect()
     }
 
     pub fn trusted_proxies(&self) -> &Allowlist {
@@ -159,7 +185,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         .map(|r| {
             let upstream = match &r.target {
                 RouteTarget::Upstream(name) => upstreams.get(name).cloned(),
-                RouteTarget::Nothing => None,
+                RouteTarget::Nothing | RouteTarget::Service(_) => None,
             };
             let plan = RoutePlan {
                 name: r.name.clone(),
@@ -168,6 +194,10 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 allow: r.allow.clone(),
                 upstream,
                 auth: r.auth.as_ref().and_then(|a| authenticators.get(a).cloned()),
+                service: match &r.target {
+                    RouteTarget::Service(service) => Some(*service),
+                    _ => None,
+                },
             };
             (Arc::new(plan), r)
         })
@@ -211,6 +241,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         served_names,
         https_port,
         identity_headers,
+        upstreams,
     })
 }
 

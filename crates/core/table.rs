@@ -59,9 +59,16 @@ pub fn render(snapshot: &Snapshot) -> String {
             std::cmp::Reverse(segments),
         )
     });
+    // Wide enough for the longest route name, so columns stay aligned.
+    let name_width = routes
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(14);
     let _ = writeln!(
         out,
-        "  {:<14} {:<22} {:<18} {:<34} {:<24} LISTENERS",
+        "  {:<name_width$} {:<22} {:<18} {:<34} {:<24} LISTENERS",
         "NAME", "HOST", "PATH", "TARGET", "POLICY"
     );
     for r in routes {
@@ -75,6 +82,7 @@ pub fn render(snapshot: &Snapshot) -> String {
                 format!("{u} {url}")
             }
             RouteTarget::Nothing => "-".to_string(),
+            RouteTarget::Service(service) => format!("service {}", service.name()),
         };
         let path = if r.strip_prefix {
             format!("{} (stripped)", r.path_prefix)
@@ -105,7 +113,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             .map_or_else(|| "all".to_string(), |l| l.join(","));
         let _ = writeln!(
             out,
-            "  {:<14} {:<22} {:<18} {:<34} {:<24} {listeners}",
+            "  {:<name_width$} {:<22} {:<18} {:<34} {:<24} {listeners}",
             r.name,
             host,
             path,

@@ -1256,14 +1256,19 @@ impl Reader<'_> {
                 return None;
             }
             (Some((u, _)), None) => RouteTarget::Upstream(u.to_string()),
-            (None, Some((s, at))) => {
-                self.diags.error_with_help(
-                    at,
-                    format!("built-in service {s:?} is not available in this build yet"),
-                    "point the route at an `upstream` instead",
-                );
-                return None;
-            }
+            (None, Some((s, at))) => match s {
+                "metrics" => RouteTarget::Service(Service::Metrics),
+                "health" => RouteTarget::Service(Service::Health),
+                "admin" => RouteTarget::Service(Service::Admin),
+                other => {
+                    self.diags.error_with_help(
+                        at,
+                        format!("unknown built-in service {other:?}"),
+                        "use service = \"metrics\", \"health\" or \"admin\"",
+                    );
+                    return None;
+                }
+            },
             (None, None) if deny => RouteTarget::Nothing,
             (None, None) => {
                 self.diags.error_with_help(

@@ -158,8 +158,31 @@ pub struct Upstream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteTarget {
     Upstream(String),
+    /// One of the gateway's own endpoints.
+    Service(Service),
     /// `deny = true` with nothing to forward to.
     Nothing,
+}
+
+/// The gateway's built-in endpoints, served behind the same route policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Prometheus text exposition.
+    Metrics,
+    /// `/`, `/live`, `/ready`.
+    Health,
+    /// `/config`, `/info`, `POST /reload`.
+    Admin,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Metrics => "metrics",
+            Service::Health => "health",
+            Service::Admin => "admin",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,128 @@
+//! The gateway's Prometheus metrics, in one registry exposed by the
+//! `metrics` built-in service.
+//!
+//! Label values are bounded by the configuration (route and upstream names,
+//! status codes, fixed reasons), never taken from requests, so a client
+//! cannot grow the number of series.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub auth_decisions: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub certificate_expiry: GaugeVec,
+}
+
+fn build() -> Metrics {
+    let registry = Registry::new();
+    let requests = IntCounterVec::new(
+        Opts::new(
+            "postern_requests_total",
+            "Requests answered, by route and status code.",
+        ),
+        &["route", "code"],
+    )
+    .expect("valid metric");
+    let request_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "postern_request_duration_seconds",
+            "Time from request received to response logged, by route.",
+        )
+        .buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]),
+        &["route"],
+    )
+    .expect("valid metric");
+    let upstream_errors = IntCounterVec::new(
+        Opts::new(
+            "postern_upstream_errors_total",
+            "Failures talking to an upstream, by upstream and kind.",
+        ),
+        &["upstream", "kind"],
+    )
+    .expect("valid metric");
+    let auth_decisions = IntCounterVec::new(
+        Opts::new(
+            "postern_auth_decisions_total",
+            "Authentication decisions, by route, result and reason.",
+        ),
+        &["route", "result", "reason"],
+    )
+    .expect("valid metric");
+    let config_reloads = IntCounterVec::new(
+        Opts::new(
+            "postern_config_reloads_total",
+            "Configuration reloads, by result.",
+        ),
+        &["result"],
+    )
+    .expect("valid metric");
+    let certificate_expiry = GaugeVec::new(
+        Opts::new(
+            "postern_tls_certificate_expiry_timestamp_seconds",
+            "When each served certificate expires, as a Unix time.",
+        ),
+        &["certificate"],
+    )
+    .expect("valid metric");
+    for collector in [
+        Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(request_duration.clone()),
+        Box::new(upstream_errors.clone()),
+        Box::new(auth_decisions.clone()),
+        Box::new(config_reloads.clone()),
+        Box::new(certificate_expiry.clone()),
+        Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+    ] {
+        registry.register(collector).expect("unique metric names");
+    }
+    // Both results exist from the start, so a rate() works before the first reload.
+    for result in ["success", "failure"] {
+        config_reloads.with_label_values(&[result]);
+    }
+    Metrics {
+        registry,
+        requests,
+        request_duration,
+        upstream_errors,
+        auth_decisions,
+        config_reloads,
+        certificate_expiry,
+    }
+}
+
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(build)
+}
+
+impl Metrics {
+    /// The text exposition format, version 0.0.4.
+    pub fn render(&self) -> (String, Vec<u8>) {
+        let encoder = TextEncoder::new();
+        let mut out = Vec::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+            log::warn!("cannot encode metrics: {e}");
+        }
+        (encoder.format_type().to_string(), out)
+    }
+
+    /// Replaces the certificate expiry series with the served set.
+    pub fn set_certificates(&self, certificates: &[(String, i64)]) {
+        self.certificate_expiry.reset();
+        for (name, not_after) in certificates {
+            self.certificate_expiry
+                .with_label_values(&[name.as_str()])
+                .set(*not_after as f64);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The gateway's own endpoints (`service = "metrics" | "health" | "admin"`),
+//! reached through a route like any upstream, so the same deny, allow and
+//! auth policies guard them. Each sees the path relative to its route's
+//! `path_prefix`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_config::{AuthKind, Config, JwtKeySource, RouteTarget, Service};
+use serde_json::{json, Value};
+
+use crate::metrics::metrics;
+use crate::reload::Reloader;
+use crate::snapshot::Snapshot;
+
+/// What a built-in service answers.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, value: Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json".to_string(),
+            body: value.to_string().into_bytes(),
+        }
+    }
+}
+
+/// `None`: the service has nothing at this path or method (the caller
+/// answers with the usual 404 or 405 error body).
+pub enum Outcome {
+    Reply(Reply),
+    NotFound,
+    MethodNotAllowed,
+}
+
+pub async fn serve(
+    service: Service,
+    method: &str,
+    path: &str,
+    snapshot: &Arc<Snapshot>,
+    reloader: &Arc<Reloader>,
+) -> Outcome {
+    let path = path.trim_end_matches('/');
+    match (service, method, path) {
+        (Service::Metrics, "GET" | "HEAD", _) => {
+            let (content_type, body) = metrics().render();
+            Outcome::Reply(Reply {
+                status: 200,
+                content_type,
+                body,
+            })
+        }
+        (Service::Health, "GET" | "HEAD", "") => Outcome::Reply(health(snapshot).await),
+        (Service::Health, "GET" | "HEAD", "/live") => {
+            Outcome::Reply(Reply::json(200, json!({"status": "live"})))
+        }
+        (Service::Health, "GET" | "HEAD", "/ready") => {
+            Outcome::Reply(Reply::json(200, json!({"status": "ready"})))
+        }
+        (Service::Admin, "GET" | "HEAD", "/config") => {
+            Outcome::Reply(Reply::json(200, masked_config(&snapshot.config)))
+        }
+        (Service::Admin, "GET" | "HEAD", "/info") => {
+            Outcome::Reply(Reply::json(200, info(snapshot, reloader)))
+        }
+        (Service::Admin, "POST", "/reload") => {
+            let reloader = Arc::clone(reloader);
+            let outcome = tokio::task::spawn_blocking(move || reloader.reload("POST /reload"))
+                .await
+                .unwrap_or_else(|e| Err(vec![format!("reload did not finish: {e}")]));
+            Outcome::Reply(match outcome {
+                Ok(()) => Reply::json(200, json!({"result": "success"})),
+                Err(errors) => Reply::json(422, json!({"result": "failure", "errors": errors})),
+            })
+        }
+        (Service::Metrics, _, _) => Outcome::MethodNotAllowed,
+        (Service::Health, _, "" | "/live" | "/ready")
+        | (Service::Admin, _, "/config" | "/info" | "/reload") => Outcome::MethodNotAllowed,
+        _ => Outcome::NotFound,
+    }
+}
+
+/// Up unless an upstream cannot be connected to; each is probed with a TCP
+/// connect, in parallel, bounded by a short timeout.
+async fn health(snapshot: &Snapshot) -> Reply {
+    let mut probes = tokio::task::JoinSet::new();
+    for (name, address) in snapshot.upstream_addresses() {
+        probes.spawn(async move {
+            let up = tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(address),
+            )
+            .await
+            .is_ok_and(|c| c.is_ok());
+            (name, up)
+        });
+    }
+    let mut upstreams = serde_json::Map::new();
+    while let Some(Ok((name, up))) = probes.join_next().await {
+        upstreams.insert(name, Value::from(if up { "up" } else { "down" }));
+    }
+    Reply::json(200, json!({"status": "up", "upstreams": upstreams}))
+}
+
+fn info(snapshot: &Snapshot, reloader: &Reloader) -> Value {
+    let certificates: Vec<Value> = reloader
+        .resolver
+        .current()
+        .loaded()
+        .iter()
+        .map(|c| {
+            json!({
+                "names": c.names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                "not_after": c.not_after,
+            })
+        })
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": reloader.started.elapsed().as_secs(),
+        "config_file": snapshot.config.file.display().to_string(),
+        "overlays": snapshot.config.overlays.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "certificates": certificates,
+    })
+}
+
+/// The running configuration with every secret replaced: password hashes,
+/// and anything read from the environment shows only the variable's name.
+pub fn masked_config(config: &Config) -> Value {
+    const MASK: &str = "***";
+    let listeners: Vec<Value> = config
+        .listeners
+        .iter()
+        .map(|l| json!({"name": l.name, "address": l.address.to_string(), "kind": format!("{:?}", l.kind)}))
+        .collect();
+    let certificates: Vec<Value> = config
+        .tls
+        .certificates
+        .iter()
+        .map(|c| {
+            json!({
+                "server_names": c.server_names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                "file": c.display_path().to_string(),
+            })
+        })
+        .collect();
+    let upstreams: Vec<Value> = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            json!({
+                "name": u.name,
+                "url": u.url,
+                "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
+                "read_timeout_ms": u.read_timeout.as_millis() as u64,
+                "write_timeout_ms": u.write_timeout.as_millis() as u64,
+                "ca": u.ca.as_ref().map(|p| p.display().to_string()),
+                "client_cert": u.client_identity.as_ref().map(|(c, _)| c.display().to_string()),
+            })
+        })
+        .collect();
+    let auth: Vec<Value> = config
+        .auth
+        .iter()
+        .map(|a| match &a.kind {
+            AuthKind::Jwt(j) => {
+                let keys = match &j.keys {
+                    JwtKeySource::JwksUrl(url) => json!({"jwks_url": url}),
+                    JwtKeySource::Discovery => json!({"discovery": true}),
+                    JwtKeySource::Files(files) => json!({"keys": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>()}),
+                    JwtKeySource::SecretEnv(var) => json!({"secret_env": var, "secret": MASK}),
+                };
+                json!({
+                    "name": a.name, "type": "jwt", "keys": keys, "issuer": j.issuer,
+                    "audiences": j.audiences, "algorithms": j.algorithms,
+                    "leeway_seconds": j.leeway.as_secs(), "required_claims": j.required_claims,
+                    "cookie": j.cookie, "claims_to_headers": j.claims_to_headers,
+                })
+            }
+            AuthKind::Basic(b) => json!({
+                "name": a.name, "type": "basic", "realm": b.realm,
+                "users": b.users.iter().map(|u| (u.user.clone(), Value::from(MASK))).collect::<serde_json::Map<_, _>>(),
+                "htpasswd": b.htpasswd.as_ref().map(|p| p.display().to_string()),
+                "max_failures": b.max_failures,
+            }),
+        })
+        .collect();
+    let routes: Vec<Value> = config
+        .routes
+        .iter()
+        .map(|r| {
+            let target = match &r.target {
+                RouteTarget::Upstream(u) => json!({"upstream": u}),
+                RouteTarget::Service(s) => json!({"service": s.name()}),
+                RouteTarget::Nothing => Value::Null,
+            };
+            json!({
+                "name": r.name,
+                "host": r.host.as_ref().map(|h| h.to_string()),
+                "path_prefix": r.path_prefix,
+                "strip_prefix": r.strip_prefix,
+                "target": target,
+                "allow": r.allow.as_ref().map(|a| a.entries().to_vec()),
+                "deny": r.deny,
+                "auth": r.auth,
+                "listeners": r.listeners,
+            })
+        })
+        .collect();
+    json!({
+        "file": config.file.display().to_string(),
+        "gateway": {
+            "threads": config.gateway.threads,
+            "trusted_proxies": config.gateway.trusted_proxies.entries(),
+        },
+        "listeners": listeners,
+        "tls": {"min_version": format!("{:?}", config.tls.min_version), "strict_sni": config.tls.strict_sni, "certificates": certificates},
+        "upstreams": upstreams,
+        "auth": auth,
+        "routes": routes,
+    })
+}
