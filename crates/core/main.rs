@@ -4,6 +4,7 @@
 //! `run`, `check` and `demo`. `run` and `check` load configuration through the
 //! same path, so whatever `check` accepts, `run` serves.
 
+mod access_log;
 mod client_hello;
 mod demo;
 mod metrics;

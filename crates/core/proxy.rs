@@ -27,6 +27,7 @@ use postern_policy::path::canonicalize;
 use postern_policy::router::strip_segments;
 use postern_policy::source::{self, Client};
 
+use crate::access_log;
 use crate::metrics::metrics;
 use crate::reload::Reloader;
 use crate::response::{error_response, ErrorKind};
@@ -60,6 +61,9 @@ pub struct RequestCtx {
     snapshot: Option<Arc<Snapshot>>,
     /// The canonical path below the route's prefix, for built-in services.
     relative_path: String,
+    /// The canonical path and normalised host, once known, for the access log.
+    path: Option<String>,
+    host: Option<String>,
 }
 
 impl RequestCtx {
@@ -98,6 +102,7 @@ impl Gateway {
         let raw_target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let target = canonicalize(raw_target)
             .map_err(|e| Refusal::new(ErrorKind::BadRequest, e.reason()))?;
+        ctx.path = Some(target.path.clone());
 
         let host_header = req.headers.get(http::header::HOST).map(|h| h.to_str());
         let authority = req.uri.authority().map(|a| a.as_str());
@@ -120,6 +125,7 @@ impl Gateway {
         };
         let (host, _) = normalize_host(raw_host)
             .map_err(|_| Refusal::new(ErrorKind::BadRequest, "malformed Host"))?;
+        ctx.host = Some(host.to_string());
 
         if self.kind == ListenerKind::RedirectHttps {
             if !snapshot.served_names.iter().any(|n| n.matches(&host)) {
@@ -428,6 +434,8 @@ impl ProxyHttp for Gateway {
             identity: None,
             snapshot: None,
             relative_path: String::new(),
+            path: None,
+            host: None,
         }
     }
 
@@ -643,21 +651,44 @@ impl ProxyHttp for Gateway {
                 .observe(ctx.started.elapsed().as_secs_f64());
         }
         let req = session.req_header();
-        log::info!(
-            target: "postern::access",
-            "{} {} {} {} listener={} route={} status={} ms={:.3} request_id={}{}{}",
-            ctx.client.map_or_else(|| "-".to_string(), |c| c.to_string()),
-            req.method,
-            // The canonical target when there is one: the raw one may be hostile.
-            if ctx.upstream_target.is_empty() { "-" } else { ctx.upstream_target.as_str() },
-            if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
-            self.listener,
-            ctx.route_name().unwrap_or("-"),
+        let entry = access_log::Entry {
+            request_id: &ctx.request_id,
+            // Before the client is resolved (refused early), the TCP peer.
+            client: ctx
+                .client
+                .or_else(|| {
+                    session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| source::unmap(a.ip()))
+                })
+                .map(|c| c.to_string()),
+            listener: &self.listener,
+            method: req.method.as_str(),
+            host: ctx.host.as_deref(),
+            path: ctx.path.as_deref(),
+            protocol: if session.is_http2() {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            },
+            route: ctx.route_name(),
+            upstream: ctx
+                .route
+                .as_ref()
+                .and_then(|r| r.upstream.as_ref())
+                .map(|u| u.name.as_str()),
             status,
-            ctx.started.elapsed().as_secs_f64() * 1000.0,
-            ctx.request_id,
-            ctx.identity.as_ref().filter(|i| !i.subject.is_empty()).map(|i| format!(" user={:?}", i.subject)).unwrap_or_default(),
-            ctx.refusal.as_ref().map(|r| format!(" refused=\"{r}\"")).unwrap_or_default(),
-        );
+            bytes_in: session.body_bytes_read(),
+            bytes_out: session.body_bytes_sent(),
+            duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+            user: ctx
+                .identity
+                .as_ref()
+                .map(|i| i.subject.as_str())
+                .filter(|s| !s.is_empty()),
+            refused: ctx.refusal.as_deref(),
+        };
+        access_log::write(entry.to_json());
     }
 }

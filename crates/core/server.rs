@@ -48,6 +48,8 @@ pub fn run(snapshot: Snapshot) -> Result<std::convert::Infallible, String> {
 
     let resolver = Arc::new(SniResolver::new(Arc::clone(&snapshot.certificates)));
     let listeners = snapshot.config.listeners.clone();
+    crate::access_log::open(&snapshot.config.gateway.access_log)
+        .map_err(|e| format!("{}: {e}", snapshot.config.file.display()))?;
     crate::metrics::metrics().set_certificates(&snapshot.certificate_expiries());
     let config_path = snapshot.config.file.clone();
     let shared = Arc::new(ArcSwap::from_pointee(snapshot));

@@ -278,6 +278,7 @@ impl GatewayBuilder {
                 pki: pki.clone(),
                 config,
                 stderr_path,
+                stdout_path,
                 child,
                 dir: None,
             };
@@ -379,6 +380,7 @@ pub struct Gateway {
     pub pki: Pki,
     pub config: String,
     stderr_path: PathBuf,
+    stdout_path: PathBuf,
     child: Child,
     dir: Option<TempDir>,
 }
@@ -398,6 +400,11 @@ impl Gateway {
 
     pub async fn start(body: impl Into<String>) -> Gateway {
         Gateway::builder(body).start().await
+    }
+
+    /// Everything the gateway has written to stdout so far (the access log).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
     /// Everything the gateway has written to stderr so far.

@@ -18,7 +18,7 @@ use crate::model::*;
 use crate::tree::{self, Node, Table, Value};
 
 const TOP_LEVEL: &[&str] = &["gateway", "listeners", "tls", "upstreams", "auth", "routes"];
-const GATEWAY_KEYS: &[&str] = &["threads", "trusted_proxies"];
+const GATEWAY_KEYS: &[&str] = &["threads", "trusted_proxies", "access_log"];
 const LISTENER_KEYS: &[&str] = &["name", "address", "tls", "redirect_https"];
 const TLS_KEYS: &[&str] = &["min_version", "strict_sni", "certificates"];
 const CERTIFICATE_KEYS: &[&str] = &[
@@ -463,6 +463,7 @@ impl Reader<'_> {
         let mut gateway = Gateway {
             threads: 2,
             trusted_proxies: Allowlist::default(),
+            access_log: AccessLog::Stdout,
         };
         let Some(table) = self.table(node, "[gateway]") else {
             return gateway;
@@ -481,6 +482,21 @@ impl Reader<'_> {
         }
         if let Some((entries, _)) = f.strings("trusted_proxies", self.diags) {
             gateway.trusted_proxies = self.allowlist(&entries, "trusted_proxies");
+        }
+        if let Some((log, at)) = f.string("access_log", self.diags) {
+            gateway.access_log = match log {
+                "stdout" => AccessLog::Stdout,
+                "off" => AccessLog::Off,
+                "" => {
+                    self.diags.error_with_help(
+                        at,
+                        "`access_log` is empty",
+                        "use \"stdout\", \"off\" or a file path",
+                    );
+                    AccessLog::Stdout
+                }
+                path => AccessLog::File(self.base_dir.join(path)),
+            };
         }
         f.finish(self.diags);
         gateway

@@ -43,6 +43,16 @@ pub struct Gateway {
     pub threads: usize,
     /// Peers whose X-Forwarded-For / Forwarded headers are believed.
     pub trusted_proxies: Allowlist,
+    pub access_log: AccessLog,
+}
+
+/// Where the one-JSON-line-per-request access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Stdout,
+    Off,
+    /// Appended to; relative paths are resolved against the config's directory.
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
