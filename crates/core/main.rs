@@ -7,6 +7,7 @@
 mod access_log;
 mod client_hello;
 mod demo;
+mod health;
 mod metrics;
 mod proxy;
 mod reload;

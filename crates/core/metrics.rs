@@ -8,7 +8,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -19,6 +20,7 @@ pub struct Metrics {
     pub auth_decisions: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub certificate_expiry: GaugeVec,
+    pub upstream_healthy: IntGaugeVec,
 }
 
 fn build() -> Metrics {
@@ -74,6 +76,14 @@ fn build() -> Metrics {
         &["certificate"],
     )
     .expect("valid metric");
+    let upstream_healthy = IntGaugeVec::new(
+        Opts::new(
+            "postern_upstream_healthy",
+            "1 when the upstream gets requests, 0 when health checks or ejection keep it out.",
+        ),
+        &["upstream"],
+    )
+    .expect("valid metric");
     for collector in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(request_duration.clone()),
@@ -81,6 +91,7 @@ fn build() -> Metrics {
         Box::new(auth_decisions.clone()),
         Box::new(config_reloads.clone()),
         Box::new(certificate_expiry.clone()),
+        Box::new(upstream_healthy.clone()),
         Box::new(prometheus::process_collector::ProcessCollector::for_self()),
     ] {
         registry.register(collector).expect("unique metric names");
@@ -97,6 +108,7 @@ fn build() -> Metrics {
         auth_decisions,
         config_reloads,
         certificate_expiry,
+        upstream_healthy,
     }
 }
 

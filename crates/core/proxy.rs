@@ -28,6 +28,7 @@ use postern_policy::router::strip_segments;
 use postern_policy::source::{self, Client};
 
 use crate::access_log;
+use crate::health;
 use crate::metrics::metrics;
 use crate::reload::Reloader;
 use crate::response::{error_response, ErrorKind};
@@ -64,6 +65,8 @@ pub struct RequestCtx {
     /// The canonical path and normalised host, once known, for the access log.
     path: Option<String>,
     host: Option<String>,
+    /// Connection attempts retried after a connect failure.
+    retries: u32,
 }
 
 impl RequestCtx {
@@ -436,6 +439,7 @@ impl ProxyHttp for Gateway {
             relative_path: String::new(),
             path: None,
             host: None,
+            retries: 0,
         }
     }
 
@@ -455,13 +459,21 @@ impl ProxyHttp for Gateway {
                 if self.authenticate(session, ctx).await? {
                     return Ok(true);
                 }
-                match ctx.route.as_ref().and_then(|r| r.service) {
-                    Some(service) => {
-                        self.serve_builtin(session, ctx, service).await?;
-                        Ok(true)
-                    }
-                    None => Ok(false),
+                if let Some(service) = ctx.route.as_ref().and_then(|r| r.service) {
+                    self.serve_builtin(session, ctx, service).await?;
+                    return Ok(true);
                 }
+                // A known-dead upstream gets a fast 503, not a connect timeout.
+                if let Some(upstream) = ctx.route.as_ref().and_then(|r| r.upstream.as_ref()) {
+                    if !health::state(&upstream.name).is_available() {
+                        ctx.refusal =
+                            Some(format!("upstream {} is unhealthy", upstream.name).into());
+                        self.answer(session, ctx, ErrorKind::ServiceUnavailable)
+                            .await?;
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
             }
             Ok(Decision::Redirect(location)) => {
                 let mut header = ResponseHeader::build(308, Some(4))?;
@@ -516,6 +528,54 @@ impl ProxyHttp for Gateway {
             peer.client_cert_key = Some(Arc::clone(identity));
         }
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(upstream) = ctx.route.as_ref().and_then(|r| r.upstream.as_ref()) {
+            let check = ctx
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.config.upstream(&upstream.name))
+                .and_then(|u| u.health.as_ref());
+            health::state(&upstream.name).record_connect_failure(check);
+        }
+        // Nothing was sent yet, so an idempotent request may try once more.
+        let idempotent = matches!(
+            session.req_header().method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        );
+        if idempotent && ctx.retries == 0 {
+            ctx.retries += 1;
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(upstream) = ctx.route.as_ref().and_then(|r| r.upstream.as_ref()) {
+            let check = ctx
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.config.upstream(&upstream.name))
+                .and_then(|u| u.health.as_ref());
+            health::state(&upstream.name).record_connected(check);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(

@@ -15,6 +15,7 @@ pub enum ErrorKind {
     Misdirected,
     TooManyRequests,
     BadGateway,
+    ServiceUnavailable,
     GatewayTimeout,
 }
 
@@ -29,6 +30,7 @@ impl ErrorKind {
             ErrorKind::Misdirected => 421,
             ErrorKind::TooManyRequests => 429,
             ErrorKind::BadGateway => 502,
+            ErrorKind::ServiceUnavailable => 503,
             ErrorKind::GatewayTimeout => 504,
         }
     }
@@ -43,6 +45,7 @@ impl ErrorKind {
             ErrorKind::Misdirected => "misdirected_request",
             ErrorKind::TooManyRequests => "too_many_requests",
             ErrorKind::BadGateway => "bad_gateway",
+            ErrorKind::ServiceUnavailable => "service_unavailable",
             ErrorKind::GatewayTimeout => "gateway_timeout",
         }
     }

@@ -10,6 +10,7 @@ use pingora::server::Server;
 use postern_config::ListenerKind;
 
 use crate::client_hello::MinimumVersionGate;
+use crate::health::HealthChecker;
 use crate::proxy::Gateway;
 use crate::reload::{HangupReload, Reloader};
 use crate::renewal::CertificateWatcher;
@@ -100,6 +101,12 @@ pub fn run(snapshot: Snapshot) -> Result<std::convert::Infallible, String> {
     server.add_service(pingora::services::background::background_service(
         "certificate renewal",
         watcher,
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "upstream health checks",
+        HealthChecker {
+            snapshot: Arc::clone(&shared),
+        },
     ));
     server.add_service(pingora::services::background::background_service(
         "reload on SIGHUP",

@@ -48,6 +48,14 @@ pub async fn serve(
     let path = path.trim_end_matches('/');
     match (service, method, path) {
         (Service::Metrics, "GET" | "HEAD", _) => {
+            // Health is state, not an event: read it as of this scrape.
+            for upstream in &snapshot.config.upstreams {
+                let up = crate::health::state(&upstream.name).is_available();
+                metrics()
+                    .upstream_healthy
+                    .with_label_values(&[upstream.name.as_str()])
+                    .set(i64::from(up));
+            }
             let (content_type, body) = metrics().render();
             Outcome::Reply(Reply {
                 status: 200,
@@ -90,7 +98,16 @@ pub async fn serve(
 async fn health(snapshot: &Snapshot) -> Reply {
     let mut probes = tokio::task::JoinSet::new();
     for (name, address) in snapshot.upstream_addresses() {
+        let checked = snapshot
+            .config
+            .upstream(&name)
+            .is_some_and(|u| u.health.is_some());
         probes.spawn(async move {
+            // Actively checked upstreams report their checked state.
+            if checked {
+                let up = crate::health::state(&name).is_available();
+                return (name, up);
+            }
             let up = tokio::time::timeout(
                 Duration::from_millis(500),
                 tokio::net::TcpStream::connect(address),

@@ -88,6 +88,14 @@ const UPSTREAM_KEYS: &[&str] = &[
     "ca",
     "client_cert",
     "client_key",
+    "health",
+];
+const HEALTH_KEYS: &[&str] = &[
+    "path",
+    "interval",
+    "timeout",
+    "healthy_threshold",
+    "unhealthy_threshold",
 ];
 const ROUTE_KEYS: &[&str] = &[
     "name",
@@ -754,6 +762,9 @@ impl Reader<'_> {
             let ca = f.string("ca", self.diags);
             let client_cert = f.string("client_cert", self.diags);
             let client_key = f.string("client_key", self.diags);
+            let health = f
+                .table("health", self.diags)
+                .and_then(|(t, at)| self.health_check(t, at, &section));
             f.finish(self.diags);
 
             let Some((scheme, host, port)) = url.and_then(|(url, at)| self.upstream_url(url, at))
@@ -809,10 +820,59 @@ impl Reader<'_> {
                 write_timeout,
                 ca,
                 client_identity,
+                health,
                 origin: node.origin.clone(),
             });
         }
         upstreams
+    }
+
+    fn health_check(&mut self, t: &Table, at: &Origin, upstream: &str) -> Option<HealthCheck> {
+        let section = format!("{}.health", upstream.trim_end_matches(']')) + "]";
+        let mut f = Fields::new(t, section.clone(), HEALTH_KEYS);
+        let path = f.required_string("path", at, "path = \"/health\"", self.diags);
+        let interval = f.duration("interval", Duration::from_secs(5), self.diags);
+        let timeout = f.duration("timeout", Duration::from_secs(2), self.diags);
+        let mut threshold = |key: &'static str, default: u32, f: &mut Fields<'_>| match f
+            .integer(key, self.diags)
+        {
+            None => default,
+            Some((n, _)) if (1..=100).contains(&n) => n as u32,
+            Some((n, at)) => {
+                self.diags.error_with_help(
+                    at,
+                    format!("`{key}` = {n} is out of range"),
+                    "use 1 to 100",
+                );
+                default
+            }
+        };
+        let healthy_threshold = threshold("healthy_threshold", 2, &mut f);
+        let unhealthy_threshold = threshold("unhealthy_threshold", 3, &mut f);
+        f.finish(self.diags);
+        let (path, path_at) = path?;
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            self.diags.error_with_help(
+                path_at,
+                format!("health check path {path:?} is not an absolute path"),
+                "write e.g. path = \"/health\"",
+            );
+            return None;
+        }
+        if timeout >= interval {
+            self.diags.error_with_help(
+                at,
+                format!("{section}: timeout must be shorter than interval"),
+                "e.g. interval = \"5s\", timeout = \"2s\"",
+            );
+        }
+        Some(HealthCheck {
+            path: path.to_string(),
+            interval,
+            timeout,
+            healthy_threshold,
+            unhealthy_threshold,
+        })
     }
 
     fn upstream_url(&mut self, url: &str, origin: &Origin) -> Option<(Scheme, String, u16)> {

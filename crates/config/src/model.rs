@@ -162,7 +162,21 @@ pub struct Upstream {
     pub ca: Option<PathBuf>,
     /// PEM certificate chain and key presented to an https upstream (mTLS).
     pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// Active health check, `[upstreams.NAME.health]`.
+    pub health: Option<HealthCheck>,
     pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Requested with GET; a 2xx or 3xx answer is healthy.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Successes in a row that bring an unhealthy upstream back.
+    pub healthy_threshold: u32,
+    /// Failures in a row that take a healthy upstream out.
+    pub unhealthy_threshold: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,185 @@
+//! Upstream health: active checks where configured, passive ejection on
+//! connect failures everywhere, so a dead upstream costs clients a fast 503
+//! instead of a connect timeout each.
+//!
+//! * Active (`[upstreams.NAME.health]`): `GET path` every `interval`; a 2xx
+//!   or 3xx within `timeout` is a success. `unhealthy_threshold` failures in
+//!   a row take the upstream out, `healthy_threshold` successes bring it back.
+//!   A connect failure seen by real traffic counts as a failed check.
+//! * Passive (no active check): `PASSIVE_FAILURES` connect failures in a row
+//!   eject the upstream for `PASSIVE_EJECTION`; then traffic is tried again.
+//!
+//! State is kept by upstream name across reloads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use postern_config::{HealthCheck, Upstream};
+
+use crate::metrics::metrics;
+use crate::snapshot::Snapshot;
+
+const PASSIVE_FAILURES: u32 = 3;
+const PASSIVE_EJECTION: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub struct UpstreamHealth {
+    name: String,
+    healthy: AtomicBool,
+    successes: AtomicU32,
+    failures: AtomicU32,
+    ejected_until: Mutex<Option<Instant>>,
+}
+
+impl UpstreamHealth {
+    /// Whether requests should be sent to it now.
+    pub fn is_available(&self) -> bool {
+        if !self.healthy.load(Ordering::Acquire) {
+            return false;
+        }
+        let ejected = self.ejected_until.lock().unwrap_or_else(|e| e.into_inner());
+        ejected.is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// One active check's result.
+    pub fn record_check(&self, ok: bool, check: &HealthCheck) {
+        if ok {
+            self.failures.store(0, Ordering::Release);
+            let successes = self.successes.fetch_add(1, Ordering::AcqRel) + 1;
+            if !self.healthy.load(Ordering::Acquire) && successes >= check.healthy_threshold {
+                self.healthy.store(true, Ordering::Release);
+                log::warn!(target: "postern::health", "upstream {:?} is healthy again", self.name);
+            }
+        } else {
+            self.successes.store(0, Ordering::Release);
+            let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+            if self.healthy.load(Ordering::Acquire) && failures >= check.unhealthy_threshold {
+                self.healthy.store(false, Ordering::Release);
+                log::error!(
+                    target: "postern::health",
+                    "upstream {:?} is unhealthy after {failures} failed checks; requests get 503 until it recovers",
+                    self.name
+                );
+            }
+        }
+    }
+
+    /// A connect failure seen by a real request.
+    pub fn record_connect_failure(&self, check: Option<&HealthCheck>) {
+        match check {
+            Some(check) => self.record_check(false, check),
+            None => {
+                let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+                if failures >= PASSIVE_FAILURES {
+                    self.failures.store(0, Ordering::Release);
+                    *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Instant::now() + PASSIVE_EJECTION);
+                    log::error!(
+                        target: "postern::health",
+                        "upstream {:?} refused {failures} connections in a row; ejected for {}s",
+                        self.name,
+                        PASSIVE_EJECTION.as_secs()
+                    );
+                }
+            }
+        }
+    }
+
+    /// A request reached it.
+    pub fn record_connected(&self, check: Option<&HealthCheck>) {
+        if check.is_none() {
+            self.failures.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// The health state of the upstream called `name`.
+pub fn state(name: &str) -> Arc<UpstreamHealth> {
+    static TABLE: OnceLock<Mutex<HashMap<String, Arc<UpstreamHealth>>>> = OnceLock::new();
+    let mut table = TABLE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    Arc::clone(table.entry(name.to_string()).or_insert_with(|| {
+        Arc::new(UpstreamHealth {
+            name: name.to_string(),
+            healthy: AtomicBool::new(true),
+            successes: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: Mutex::new(None),
+        })
+    }))
+}
+
+/// Runs the active checks of the current configuration.
+pub struct HealthChecker {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+async fn check_once(upstream: &Upstream, check: &HealthCheck) -> bool {
+    let mut builder = reqwest::Client::builder()
+        .timeout(check.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0);
+    if let Some(ca) = &upstream.ca {
+        if let Ok(pem) = std::fs::read(ca) {
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default() {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+    }
+    let Ok(client) = builder.build() else {
+        return false;
+    };
+    let url = format!("{}{}", upstream.url.trim_end_matches('/'), check.path);
+    match client.get(&url).send().await {
+        Ok(response) => {
+            let status = response.status();
+            status.is_success() || status.is_redirection()
+        }
+        Err(_) => false,
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut next_due: HashMap<String, Instant> = HashMap::new();
+        let mut ticker = tokio::time::interval(Duration::from_millis(250));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let snapshot = self.snapshot.load_full();
+            let now = Instant::now();
+            for upstream in &snapshot.config.upstreams {
+                let health = state(&upstream.name);
+                metrics()
+                    .upstream_healthy
+                    .with_label_values(&[upstream.name.as_str()])
+                    .set(i64::from(health.is_available()));
+                let Some(check) = upstream.health.clone() else {
+                    continue;
+                };
+                let due = next_due.entry(upstream.name.clone()).or_insert(now);
+                if *due > now {
+                    continue;
+                }
+                *due = now + check.interval;
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let ok = check_once(&upstream, &check).await;
+                    state(&upstream.name).record_check(ok, &check);
+                });
+            }
+        }
+    }
+}
