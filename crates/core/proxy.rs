@@ -36,6 +36,9 @@ use crate::services;
 use crate::snapshot::{RoutePlan, Snapshot};
 use crate::tls::ConnectionCertificate;
 
+/// Longest request target accepted (nginx's large_client_header_buffers is 8k).
+const MAX_URI: usize = 8 * 1024;
+
 /// The proxy logic of one listener; every listener shares the same snapshot.
 pub struct Gateway {
     pub listener: Arc<str>,
@@ -67,6 +70,8 @@ pub struct RequestCtx {
     host: Option<String>,
     /// Connection attempts retried after a connect failure.
     retries: u32,
+    /// Request body bytes seen so far, for max_body_size.
+    body_bytes: u64,
 }
 
 impl RequestCtx {
@@ -103,6 +108,24 @@ impl Gateway {
     ) -> Result<Decision, Refusal> {
         let req = session.req_header();
         let raw_target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // Limits first: nothing else should spend time on an oversized request.
+        if req.uri.to_string().len() > MAX_URI {
+            return Err(Refusal::new(
+                ErrorKind::UriTooLong,
+                "request target too long",
+            ));
+        }
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if (header_bytes + raw_target.len()) as u64 > snapshot.config.gateway.max_header_size {
+            return Err(Refusal::new(
+                ErrorKind::HeadersTooLarge,
+                "request headers larger than max_header_size",
+            ));
+        }
         let target = canonicalize(raw_target)
             .map_err(|e| Refusal::new(ErrorKind::BadRequest, e.reason()))?;
         ctx.path = Some(target.path.clone());
@@ -228,6 +251,14 @@ impl Gateway {
             }
         }
 
+        if let (Some(limit), Some(length)) = (route.max_body_size, declared_length(req)) {
+            if length > limit {
+                return Err(Refusal::new(
+                    ErrorKind::PayloadTooLarge,
+                    "request body larger than max_body_size",
+                ));
+            }
+        }
         let below_prefix = strip_segments(&target.path, matched.prefix_segments);
         ctx.relative_path = below_prefix.to_string();
         let path = if route.strip_prefix {
@@ -413,6 +444,17 @@ impl Gateway {
     }
 }
 
+/// The Content-Length a request declares, if it is one number.
+fn declared_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn request_has_body(req: &RequestHeader) -> bool {
     req.headers.contains_key(http::header::TRANSFER_ENCODING)
         || req
@@ -440,6 +482,7 @@ impl ProxyHttp for Gateway {
             path: None,
             host: None,
             retries: 0,
+            body_bytes: 0,
         }
     }
 
@@ -528,6 +571,29 @@ impl ProxyHttp for Gateway {
             peer.client_cert_key = Some(Arc::clone(identity));
         }
         Ok(Box::new(peer))
+    }
+
+    /// Chunked bodies declare no length: count them as they stream.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(limit), Some(chunk)) = (
+            ctx.route.as_ref().and_then(|r| r.max_body_size),
+            body.as_ref(),
+        ) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > limit {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body larger than max_body_size",
+                );
+            }
+        }
+        Ok(())
     }
 
     fn fail_to_connect(
@@ -629,6 +695,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let kind = match (e.etype(), e.esource()) {
             (ErrorType::HTTPStatus(400), _) => Some(ErrorKind::BadRequest),
+            (ErrorType::HTTPStatus(413), _) => Some(ErrorKind::PayloadTooLarge),
             (ErrorType::HTTPStatus(code), _) if *code >= 500 => Some(ErrorKind::BadGateway),
             (ErrorType::HTTPStatus(_), _) => Some(ErrorKind::BadRequest),
             (ErrorType::ConnectTimedout, _) => Some(ErrorKind::GatewayTimeout),

@@ -43,6 +43,8 @@ pub struct RoutePlan {
     pub auth: Option<Arc<Authenticator>>,
     /// A built-in endpoint instead of an upstream.
     pub service: Option<Service>,
+    /// Largest request body forwarded; None: unlimited.
+    pub max_body_size: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -194,6 +196,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 allow: r.allow.clone(),
                 upstream,
                 auth: r.auth.as_ref().and_then(|a| authenticators.get(a).cloned()),
+                max_body_size: r.max_body_size.or(config.gateway.max_body_size),
                 service: match &r.target {
                     RouteTarget::Service(service) => Some(*service),
                     _ => None,

@@ -11,6 +11,7 @@ pub mod diag;
 pub mod duration;
 mod load;
 pub mod model;
+pub mod size;
 mod tree;
 
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};

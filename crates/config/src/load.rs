@@ -18,7 +18,13 @@ use crate::model::*;
 use crate::tree::{self, Node, Table, Value};
 
 const TOP_LEVEL: &[&str] = &["gateway", "listeners", "tls", "upstreams", "auth", "routes"];
-const GATEWAY_KEYS: &[&str] = &["threads", "trusted_proxies", "access_log"];
+const GATEWAY_KEYS: &[&str] = &[
+    "threads",
+    "trusted_proxies",
+    "access_log",
+    "max_header_size",
+    "max_body_size",
+];
 const LISTENER_KEYS: &[&str] = &["name", "address", "tls", "redirect_https"];
 const TLS_KEYS: &[&str] = &["min_version", "strict_sni", "certificates"];
 const CERTIFICATE_KEYS: &[&str] = &[
@@ -108,6 +114,7 @@ const ROUTE_KEYS: &[&str] = &[
     "allow",
     "deny",
     "listeners",
+    "max_body_size",
 ];
 
 /// A loaded configuration and the warnings found on the way.
@@ -384,6 +391,17 @@ impl<'a> Fields<'a> {
         })
     }
 
+    fn size(&mut self, key: &'static str, diags: &mut Diagnostics) -> Option<u64> {
+        let (text, origin) = self.string(key, diags)?;
+        match crate::size::parse_size(text) {
+            Ok(size) => Some(size),
+            Err(message) => {
+                diags.error(origin, format!("`{key}`: {message}"));
+                None
+            }
+        }
+    }
+
     fn duration(
         &mut self,
         key: &'static str,
@@ -472,6 +490,8 @@ impl Reader<'_> {
             threads: 2,
             trusted_proxies: Allowlist::default(),
             access_log: AccessLog::Stdout,
+            max_header_size: 32 * 1024,
+            max_body_size: None,
         };
         let Some(table) = self.table(node, "[gateway]") else {
             return gateway;
@@ -491,6 +511,17 @@ impl Reader<'_> {
         if let Some((entries, _)) = f.strings("trusted_proxies", self.diags) {
             gateway.trusted_proxies = self.allowlist(&entries, "trusted_proxies");
         }
+        if let Some(size) = f.size("max_header_size", self.diags) {
+            if size < 1024 {
+                self.diags.error_with_help(
+                    &table.get("max_header_size").expect("read above").origin,
+                    "`max_header_size` below 1KB would refuse ordinary browsers",
+                    "use e.g. \"32KB\" (the default)",
+                );
+            }
+            gateway.max_header_size = size;
+        }
+        gateway.max_body_size = f.size("max_body_size", self.diags);
         if let Some((log, at)) = f.string("access_log", self.diags) {
             gateway.access_log = match log {
                 "stdout" => AccessLog::Stdout,
@@ -1295,6 +1326,7 @@ impl Reader<'_> {
         let allow = f.strings("allow", self.diags);
         let deny = f.boolean("deny", self.diags).map(|b| b.0).unwrap_or(false);
         let listeners = f.strings("listeners", self.diags);
+        let max_body_size = f.size("max_body_size", self.diags);
         f.finish(self.diags);
 
         let (name, _) = name?;
@@ -1375,6 +1407,7 @@ impl Reader<'_> {
             target,
             allow,
             deny,
+            max_body_size,
             auth: auth.map(|(a, _)| a.to_string()),
             listeners,
             origin: origin.clone(),

@@ -44,6 +44,10 @@ pub struct Gateway {
     /// Peers whose X-Forwarded-For / Forwarded headers are believed.
     pub trusted_proxies: Allowlist,
     pub access_log: AccessLog,
+    /// Request line plus headers, in bytes; more gets 431.
+    pub max_header_size: u64,
+    /// Request body limit for routes that set none; None: unlimited.
+    pub max_body_size: Option<u64>,
 }
 
 /// Where the one-JSON-line-per-request access log goes.
@@ -221,6 +225,8 @@ pub struct Route {
     pub deny: bool,
     /// A key of `[auth]`.
     pub auth: Option<String>,
+    /// Overrides `[gateway] max_body_size` for this route.
+    pub max_body_size: Option<u64>,
     /// None: every listener that serves routes.
     pub listeners: Option<Vec<String>>,
     pub origin: Origin,
