@@ -1416,6 +1416,17 @@ impl Reader<'_> {
 
     fn path_prefix(&mut self, written: &str, origin: &Origin) -> Option<String> {
         let help = "write a path such as \"/api\" or \"/api/v1\": it starts with '/', and matches whole segments";
+        if written
+            .split('/')
+            .any(|segment| segment.contains('*') && segment != "*")
+        {
+            self.diags.error_with_help(
+                origin,
+                format!("path_prefix {written:?} uses `*` inside a segment"),
+                "`*` stands for one whole segment, as in \"/realms/*/protocol\"; it cannot be part of one",
+            );
+            return None;
+        }
         match canonicalize(written) {
             Ok(target) if target.query.is_some() => {
                 self.diags.error_with_help(

@@ -23,9 +23,27 @@ pub struct RouteEntry<T> {
     pub value: T,
 }
 
+/// One segment of a `path_prefix`: a literal, or `*`, which stands for any
+/// one non-empty segment (Keycloak's `/realms/*/protocol/...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Any,
+}
+
+impl Segment {
+    fn matches(&self, segment: Option<&str>) -> bool {
+        match (self, segment) {
+            (Segment::Literal(want), Some(got)) => want == got,
+            (Segment::Any, Some(got)) => !got.is_empty(),
+            (_, None) => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Compiled<T> {
-    segments: Vec<String>,
+    segments: Vec<Segment>,
     value: T,
 }
 
@@ -46,7 +64,7 @@ impl<T> HostGroup<T> {
             let matched = route
                 .segments
                 .iter()
-                .all(|want| path_segments.next() == Some(want.as_str()));
+                .all(|want| want.matches(path_segments.next()));
             matched.then_some(Match {
                 value: &route.value,
                 prefix_segments: route.segments.len(),
@@ -90,7 +108,10 @@ impl<T> Router<T> {
             group.routes.push(Compiled {
                 segments: match_segments(&entry.path_prefix)
                     .filter(|s| !s.is_empty())
-                    .map(str::to_string)
+                    .map(|s| match s {
+                        "*" => Segment::Any,
+                        literal => Segment::Literal(literal.to_string()),
+                    })
                     .collect(),
                 value: entry.value,
             });
@@ -101,10 +122,17 @@ impl<T> Router<T> {
             .chain(router.wildcard.values_mut())
             .chain(std::iter::once(&mut router.any));
         for group in groups {
-            // Stable: equal-length prefixes keep config order.
-            group
-                .routes
-                .sort_by_key(|r| std::cmp::Reverse(r.segments.len()));
+            // Longest first; at equal length a literal segment beats `*` at
+            // the first place they differ; otherwise config order (stable).
+            group.routes.sort_by_key(|r| {
+                (
+                    std::cmp::Reverse(r.segments.len()),
+                    r.segments
+                        .iter()
+                        .map(|s| *s == Segment::Any)
+                        .collect::<Vec<bool>>(),
+                )
+            });
         }
         router
     }
@@ -167,6 +195,43 @@ mod tests {
     fn pick(host: &str, path: &str) -> Option<&'static str> {
         let r = router();
         r.route(host, path).map(|m| *m.value)
+    }
+
+    #[test]
+    fn star_matches_one_whole_segment() {
+        let r = Router::new([
+            entry(None, "/", "default"),
+            entry(None, "/realms", "realms"),
+            entry(
+                None,
+                "/realms/*/protocol/openid-connect/token/introspect",
+                "introspect",
+            ),
+            entry(
+                None,
+                "/realms/master/protocol/openid-connect/token/introspect",
+                "master-introspect",
+            ),
+            entry(None, "/realms/*/protocol", "protocol"),
+        ]);
+        let pick = |path: &str| r.route("h", path).map(|m| (*m.value, m.prefix_segments));
+        assert_eq!(
+            pick("/realms/iams/protocol/openid-connect/token/introspect"),
+            Some(("introspect", 6))
+        );
+        assert_eq!(
+            pick("/realms/master/protocol/openid-connect/token/introspect"),
+            Some(("master-introspect", 6)),
+            "a literal beats * at the same length"
+        );
+        assert_eq!(pick("/realms/iams/protocol/x"), Some(("protocol", 3)));
+        assert_eq!(pick("/realms/iams/account"), Some(("realms", 1)));
+        assert_eq!(
+            pick("/realms//protocol"),
+            Some(("realms", 1)),
+            "* needs a segment"
+        );
+        assert_eq!(pick("/realms/a;x=1/protocol"), Some(("protocol", 3)));
     }
 
     #[test]
