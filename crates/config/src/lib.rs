@@ -15,5 +15,5 @@ pub mod size;
 mod tree;
 
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
-pub use load::{load, Loaded};
+pub use load::{accepted_keys, load, Loaded};
 pub use model::*;

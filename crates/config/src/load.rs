@@ -117,6 +117,23 @@ const ROUTE_KEYS: &[&str] = &[
     "max_body_size",
 ];
 
+/// Every key the loader accepts, by section, so documentation can be
+/// checked against the parser (see tests/docs.rs).
+pub fn accepted_keys() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("top level", TOP_LEVEL),
+        ("[gateway]", GATEWAY_KEYS),
+        ("[[listeners]]", LISTENER_KEYS),
+        ("[tls]", TLS_KEYS),
+        ("[[tls.certificates]]", CERTIFICATE_KEYS),
+        ("[upstreams.NAME]", UPSTREAM_KEYS),
+        ("[upstreams.NAME.health]", HEALTH_KEYS),
+        ("[auth.NAME] type = \"jwt\"", JWT_KEYS),
+        ("[auth.NAME] type = \"basic\"", BASIC_KEYS),
+        ("[[routes]]", ROUTE_KEYS),
+    ]
+}
+
 /// A loaded configuration and the warnings found on the way.
 #[derive(Debug)]
 pub struct Loaded {
