@@ -26,6 +26,14 @@ use crate::metrics::metrics;
 use crate::snapshot::Snapshot;
 
 const PASSIVE_FAILURES: u32 = 3;
+
+/// Set when the process starts draining (SIGTERM): readiness turns false so
+/// load balancers stop sending before the listeners close.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+pub fn is_draining() -> bool {
+    DRAINING.load(Ordering::Acquire)
+}
 const PASSIVE_EJECTION: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
@@ -156,7 +164,10 @@ impl BackgroundService for HealthChecker {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    DRAINING.store(true, Ordering::Release);
+                    return;
+                }
             }
             let snapshot = self.snapshot.load_full();
             let now = Instant::now();

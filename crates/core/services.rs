@@ -68,7 +68,11 @@ pub async fn serve(
             Outcome::Reply(Reply::json(200, json!({"status": "live"})))
         }
         (Service::Health, "GET" | "HEAD", "/ready") => {
-            Outcome::Reply(Reply::json(200, json!({"status": "ready"})))
+            Outcome::Reply(if crate::health::is_draining() {
+                Reply::json(503, json!({"status": "draining"}))
+            } else {
+                Reply::json(200, json!({"status": "ready"}))
+            })
         }
         (Service::Admin, "GET" | "HEAD", "/config") => {
             Outcome::Reply(Reply::json(200, masked_config(&snapshot.config)))
@@ -120,6 +124,9 @@ async fn health(snapshot: &Snapshot) -> Reply {
     let mut upstreams = serde_json::Map::new();
     while let Some(Ok((name, up))) = probes.join_next().await {
         upstreams.insert(name, Value::from(if up { "up" } else { "down" }));
+    }
+    if crate::health::is_draining() {
+        return Reply::json(503, json!({"status": "draining", "upstreams": upstreams}));
     }
     Reply::json(200, json!({"status": "up", "upstreams": upstreams}))
 }
