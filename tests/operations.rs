@@ -314,9 +314,18 @@ fn free_ports<const N: usize>() -> [u16; N] {
 /// The same standard listeners and certificates as `support::Gateway`
 /// (`https` TLS, `http` redirect, `ops` plain HTTP), then `body`.
 fn render(pki: &Pki, [tls, redirect, ops]: [u16; 3], body: &str) -> String {
+    // Each gateway hands its sockets over on its own upgrade socket, in its
+    // own directory, so tests running in parallel cannot take each other's.
+    let socket = pki
+        .main
+        .cert_path
+        .parent()
+        .expect("the PKI's directory")
+        .join("upgrade.sock");
     let mut toml = format!(
         r#"[gateway]
 threads = 2
+upgrade_socket = '{socket}'
 
 [[listeners]]
 name = "https"
@@ -334,7 +343,8 @@ address = "127.0.0.1:{ops}"
 
 [tls]
 min_version = "1.2"
-"#
+"#,
+        socket = socket.display()
     );
     for leaf in [&pki.main, &pki.wildcard, &pki.local] {
         let names: Vec<String> = leaf.names.iter().map(|n| format!("{n:?}")).collect();
@@ -443,6 +453,36 @@ impl Proc {
         }
     }
 
+    /// Starts `postern run --upgrade` on this gateway's config file, which
+    /// takes over the listening sockets once this process gets SIGQUIT.
+    /// `ports` are the new file's listeners.
+    fn upgrade(&self, ports: [u16; 3]) -> Proc {
+        let dir = self.config_path.parent().expect("config dir");
+        let stderr_path = dir.join("stderr-upgrade.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_postern"));
+        command
+            .args(["run", "--upgrade", "-c"])
+            .arg(&self.config_path)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("POSTERN_") {
+                command.env_remove(key);
+            }
+        }
+        Proc {
+            ports,
+            pki: self.pki.clone(),
+            config_path: self.config_path.clone(),
+            stderr_path,
+            child: command.spawn().expect("spawn postern --upgrade"),
+            _dir: None,
+        }
+    }
+
     fn ops_port(&self) -> u16 {
         self.ports[2]
     }
@@ -483,6 +523,10 @@ impl Proc {
                 String::from_utf8_lossy(raw)
             )
         })
+    }
+
+    async fn scrape_text(&self) -> String {
+        scrape_at(self.ops_port(), "/metrics").await
     }
 
     async fn scrape(&self) -> Vec<Sample> {
@@ -1545,4 +1589,263 @@ allow = ["loopback"]
         .await
         .json();
     assert_eq!(health["upstreams"]["data"], "up", "{health}");
+}
+
+// ---------------------------------------------------------------------------
+// Required upstreams, connection counts, graceful upgrade
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_upstream_that_is_down_turns_health_and_readiness_503() {
+    let data = echo("data").await;
+    let auth_port = closed_port();
+    let auth_addr: SocketAddr = ([127, 0, 0, 1], auth_port).into();
+    let optional = closed_port();
+    let gw = Gateway::start(format!(
+        r#"{data}{auth}
+[upstreams.reports]
+url = "http://127.0.0.1:{optional}"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "data"
+
+[[routes]]
+name = "login"
+path_prefix = "/login"
+upstream = "auth"
+
+[[routes]]
+name = "reports"
+path_prefix = "/reports"
+upstream = "reports"
+
+[[routes]]
+name = "health"
+path_prefix = "/status"
+service = "health"
+listeners = ["ops"]
+"#,
+        data = upstream("data", data.local_addr(), "required = true"),
+        auth = upstream("auth", auth_addr, "required = true"),
+    ))
+    .await;
+
+    let health = gw
+        .send_plain(gw.plain_port, get("localhost", "/status"))
+        .await;
+    assert_eq!(health.status, 503, "{}", health.text());
+    let body = health.json();
+    assert_eq!(body["status"], "down", "{body}");
+    assert_eq!(body["required_down"], serde_json::json!(["auth"]), "{body}");
+    assert_eq!(body["upstreams"]["data"], "up", "{body}");
+    assert_eq!(body["upstreams"]["auth"], "down", "{body}");
+    assert_eq!(body["upstreams"]["reports"], "down", "{body}");
+
+    let ready = gw
+        .send_plain(gw.plain_port, get("localhost", "/status/ready"))
+        .await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["required_down"], serde_json::json!(["auth"]));
+    // Liveness says the process works; restarting it would not bring auth back.
+    let live = gw
+        .send_plain(gw.plain_port, get("localhost", "/status/live"))
+        .await;
+    assert_eq!(live.status, 200, "{}", live.text());
+    // The other routes still serve.
+    assert_eq!(gw.get("api.example.com", "/api/x").await.status, 200);
+
+    // The required upstream comes up; an optional one being down does not matter.
+    let _auth = EchoServer::start(auth_addr, "auth")
+        .await
+        .expect("start the auth upstream on its port");
+    let health = gw
+        .send_plain(gw.plain_port, get("localhost", "/status"))
+        .await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    let body = health.json();
+    assert_eq!(body["status"], "up", "{body}");
+    assert_eq!(body["upstreams"]["reports"], "down", "{body}");
+    let ready = gw
+        .send_plain(gw.plain_port, get("localhost", "/status/ready"))
+        .await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_gauge_counts_open_client_connections_per_listener() {
+    let data = echo("data").await;
+    let gw = Proc::start(&format!(
+        "{}\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"data\"\nlisteners = [\"https\"]\n{OPS_ROUTES}",
+        upstream("data", data.local_addr(), "")
+    ))
+    .await;
+    let connections = |samples: &[Sample], listener: &str| {
+        value(samples, "postern_connections", &[("listener", listener)]).unwrap_or(0.0)
+    };
+
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut conn = support::tls_connect(
+            gw.ports[0],
+            &gw.pki.ca,
+            support::TlsOptions::sni("api.example.com"),
+        )
+        .await
+        .expect("TLS connection");
+        let response = conn
+            .send(b"GET /api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+            .await
+            .expect("request on a kept-alive connection");
+        assert_eq!(response.status, 200, "{}", response.text());
+        open.push(conn);
+    }
+    let samples = gw.scrape().await;
+    assert_eq!(
+        connections(&samples, "https"),
+        3.0,
+        "three idle keep-alive connections"
+    );
+    // The scrape's own connection.
+    assert_eq!(connections(&samples, "ops"), 1.0);
+    assert!(
+        metric_type(&gw.scrape_text().await, "postern_connections") == Some("gauge"),
+        "postern_connections is a gauge"
+    );
+
+    drop(open);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = connections(&gw.scrape().await, "https");
+        if now == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "closed connections still counted: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_hands_the_sockets_over_without_failing_a_request() {
+    let a = echo("a").await;
+    let b = echo("b").await;
+    let (a_addr, b_addr) = (a.local_addr(), b.local_addr());
+    let mut old = Proc::start(&switch_body(a_addr, b_addr, "a")).await;
+    assert_eq!(backend_of_v(&old, "/v/start").await, "a");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(load_client(old.ops_port(), false, Arc::clone(&stop))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The new configuration moves the TLS listener, which a reload refuses,
+    // and sends /v to the other backend.
+    let [old_tls, redirect, ops] = old.ports;
+    let [new_tls] = free_ports();
+    let new_ports = [new_tls, redirect, ops];
+    old.rewrite(&render(
+        &old.pki,
+        new_ports,
+        &switch_body(a_addr, b_addr, "b"),
+    ));
+    let mut new = old.upgrade(new_ports);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !new.stderr().contains("send it SIGQUIT") {
+        assert!(
+            new.child.try_wait().expect("try_wait").is_none(),
+            "postern --upgrade exited early:\n{}",
+            new.stderr()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "postern --upgrade did not get ready:\n{}",
+            new.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give it a moment to listen on the upgrade socket.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    old.signal("QUIT");
+
+    // The new process serves the new listener...
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", new_tls)).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the new TLS listener never came up:\n{}",
+            new.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and the old one drains and exits cleanly.
+    let status = old
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the old gateway did not exit after SIGQUIT:\n{}",
+                old.stderr()
+            )
+        });
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "old gateway exited with {status}:\n{}",
+        old.stderr()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut ok = 0;
+    let mut failures = Vec::new();
+    let mut backends: BTreeMap<String, u64> = BTreeMap::new();
+    for client in clients {
+        let report = client.await.expect("load client");
+        ok += report.ok;
+        failures.extend(report.failures);
+        for (backend, n) in report.backends {
+            *backends.entry(backend).or_default() += n;
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the upgrade, e.g. {:?}",
+        failures.len(),
+        failures.len() as u64 + ok,
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok >= 40, "only {ok} requests were sent during the upgrade");
+    assert!(
+        backends.get("b").is_some_and(|n| *n > 0),
+        "the new process answered some of the load: {backends:?}"
+    );
+
+    // Only the new process is left: it has the new configuration, the moved
+    // listener, and the address it gave up is closed.
+    assert!(
+        new.child.try_wait().expect("try_wait").is_none(),
+        "{}",
+        new.stderr()
+    );
+    assert_eq!(backend_of_v(&new, "/v/after").await, "b");
+    let response = support::tls_connect(
+        new_tls,
+        &new.pki.ca,
+        support::TlsOptions::sni("api.example.com"),
+    )
+    .await
+    .expect("TLS to the moved listener")
+    .send(b"GET /v/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+    .await
+    .expect("request on the moved listener");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        TcpStream::connect(("127.0.0.1", old_tls)).await.is_err(),
+        "the old TLS address still accepts connections"
+    );
 }

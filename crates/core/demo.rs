@@ -98,5 +98,5 @@ pub fn run(config_path: &Path) -> ExitCode {
             );
         }
     }
-    crate::serve(snapshot)
+    crate::serve(snapshot, false)
 }

@@ -6,6 +6,7 @@
 
 mod access_log;
 mod client_hello;
+mod connections;
 mod demo;
 mod health;
 mod metrics;
@@ -41,7 +42,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
-    Run(ConfigArg),
+    Run(RunArg),
     /// Validate everything `run` would load, print the route table, bind nothing.
     Check(ConfigArg),
     /// Run the shipped gateway.toml with stand-in backends on the Domino REST API ports.
@@ -56,6 +57,17 @@ struct ConfigArg {
     /// Config file [default: $POSTERN_CONFIG, then ./gateway.toml]
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RunArg {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Take over the listening sockets of the running gateway instead of
+    /// binding them: start this, then send the old process SIGQUIT
+    /// (see docs/operations.md, "Upgrading without dropping connections").
+    #[arg(long)]
+    upgrade: bool,
 }
 
 impl ConfigArg {
@@ -82,8 +94,8 @@ fn main() -> ExitCode {
 
     match cli.command {
         Command::Check(arg) => check(&arg.path()),
-        Command::Run(arg) => match load(&arg.path()) {
-            Some(snapshot) => serve(snapshot),
+        Command::Run(arg) => match load(&arg.config.path()) {
+            Some(snapshot) => serve(snapshot, arg.upgrade),
             None => ExitCode::from(1),
         },
         Command::Demo(arg) => demo::run(&arg.path()),
@@ -167,8 +179,8 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn serve(snapshot: Snapshot) -> ExitCode {
-    match server::run(snapshot) {
+fn serve(snapshot: Snapshot, upgrade: bool) -> ExitCode {
+    match server::run(snapshot, upgrade) {
         Ok(never) => match never {},
         Err(message) => {
             eprintln!("{message}");

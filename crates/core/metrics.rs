@@ -21,6 +21,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub certificate_expiry: GaugeVec,
     pub upstream_healthy: IntGaugeVec,
+    pub connections: IntGaugeVec,
 }
 
 fn build() -> Metrics {
@@ -84,6 +85,14 @@ fn build() -> Metrics {
         &["upstream"],
     )
     .expect("valid metric");
+    let connections = IntGaugeVec::new(
+        Opts::new(
+            "postern_connections",
+            "Client connections open now, by listener (counted after the TLS handshake).",
+        ),
+        &["listener"],
+    )
+    .expect("valid metric");
     for collector in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(request_duration.clone()),
@@ -92,6 +101,7 @@ fn build() -> Metrics {
         Box::new(config_reloads.clone()),
         Box::new(certificate_expiry.clone()),
         Box::new(upstream_healthy.clone()),
+        Box::new(connections.clone()),
         Box::new(prometheus::process_collector::ProcessCollector::for_self()),
     ] {
         registry.register(collector).expect("unique metric names");
@@ -109,6 +119,7 @@ fn build() -> Metrics {
         config_reloads,
         certificate_expiry,
         upstream_healthy,
+        connections,
     }
 }
 

@@ -563,7 +563,7 @@ impl ProxyHttp for Gateway {
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
         peer.options.write_timeout = Some(upstream.write_timeout);
-        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        peer.options.idle_timeout = Some(upstream.idle_timeout);
         if let Some(ca) = &upstream.ca {
             peer.options.ca = Some(Arc::clone(ca));
         }

@@ -82,7 +82,7 @@ impl Reloader {
         let current = self.shared.load_full();
         if let Some(change) = listener_change(&current.config, &config) {
             return Err(vec![format!(
-                "{change}: listeners are bound at startup, so this needs a restart; nothing was changed"
+                "{change}: listeners are bound at startup, so this needs an upgrade: start `postern run --upgrade` with the new file, then send this process SIGQUIT (docs/operations.md); nothing was changed"
             )]);
         }
         let Some(snapshot) = snapshot::compile(config, &mut diags) else {

@@ -9,7 +9,10 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use postern_config::ListenerKind;
 
+use pingora::services::listening::Service;
+
 use crate::client_hello::MinimumVersionGate;
+use crate::connections::CountedConnections;
 use crate::health::HealthChecker;
 use crate::proxy::Gateway;
 use crate::reload::{HangupReload, Reloader};
@@ -17,11 +20,14 @@ use crate::renewal::CertificateWatcher;
 use crate::snapshot::Snapshot;
 use crate::tls::{HandshakeRecorder, SniResolver};
 
-/// Binds every listener and serves until a signal stops the process.
-pub fn run(snapshot: Snapshot) -> Result<std::convert::Infallible, String> {
+/// Binds every listener and serves until a signal stops the process. With
+/// `upgrade`, first takes over the listening sockets of the gateway that is
+/// running (it hands them over on SIGQUIT) and binds only new addresses.
+pub fn run(snapshot: Snapshot, upgrade: bool) -> Result<std::convert::Infallible, String> {
     // Pingora exits the process when a bind fails, with a message that does
     // not say which listener; try each address first so the operator is told.
-    for l in &snapshot.config.listeners {
+    // An upgrade takes its addresses over from the old process, still bound.
+    for l in snapshot.config.listeners.iter().filter(|_| !upgrade) {
         if let Err(e) = std::net::TcpListener::bind(l.address) {
             let hint = match e.kind() {
                 std::io::ErrorKind::PermissionDenied => {
@@ -42,10 +48,29 @@ pub fn run(snapshot: Snapshot) -> Result<std::convert::Infallible, String> {
         // Pingora's default drain is 300 s; a gateway restart should not take minutes.
         grace_period_seconds: Some(5),
         graceful_shutdown_timeout_seconds: Some(10),
+        upgrade_sock: snapshot
+            .config
+            .gateway
+            .upgrade_socket
+            .to_string_lossy()
+            .into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    server.bootstrap();
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    if upgrade {
+        log::info!(
+            "waiting on {} for the running gateway's sockets: send it SIGQUIT now",
+            conf.upgrade_sock
+        );
+    }
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // As a service rather than `bootstrap()`: Pingora then knows which
+    // addresses the listeners claim and closes inherited sockets no listener
+    // wants any more (an address the new configuration dropped).
+    let bootstrap = server.bootstrap_as_a_service();
 
     let resolver = Arc::new(SniResolver::new(Arc::clone(&snapshot.certificates)));
     let listeners = snapshot.config.listeners.clone();
@@ -67,11 +92,15 @@ pub fn run(snapshot: Snapshot) -> Result<std::convert::Infallible, String> {
             snapshot: Arc::clone(&shared),
             reloader: Arc::clone(&reloader),
         };
-        let mut service = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            gateway,
-            &format!("postern listener {}", l.name),
-        );
+        let mut proxy = pingora::proxy::HttpProxy::new(gateway, server.configuration.clone());
+        proxy.handle_init_modules();
+        let counted = CountedConnections {
+            inner: Arc::new(proxy),
+            open: crate::metrics::metrics()
+                .connections
+                .with_label_values(&[l.name.as_str()]),
+        };
+        let mut service = Service::new(format!("postern listener {}", l.name), counted);
         let address = l.address.to_string();
         match l.kind {
             ListenerKind::Tls => {
@@ -92,7 +121,7 @@ pub fn run(snapshot: Snapshot) -> Result<std::convert::Infallible, String> {
             ListenerKind::Plain | ListenerKind::RedirectHttps => service.add_tcp(&address),
         }
         log::info!("listener {:?} on {} ({:?})", l.name, l.address, l.kind);
-        server.add_service(service);
+        server.add_service(service).add_dependency(&bootstrap);
     }
     let watcher = CertificateWatcher {
         resolver: Arc::clone(&resolver),

@@ -3,6 +3,7 @@
 //! auth policies guard them. Each sees the path relative to its route's
 //! `path_prefix`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,7 +72,17 @@ pub async fn serve(
             Outcome::Reply(if crate::health::is_draining() {
                 Reply::json(503, json!({"status": "draining"}))
             } else {
-                Reply::json(200, json!({"status": "ready"}))
+                let any_required = snapshot.config.upstreams.iter().any(|u| u.required);
+                let down = if any_required {
+                    required_down(&probe_upstreams(snapshot).await, snapshot)
+                } else {
+                    Vec::new()
+                };
+                if down.is_empty() {
+                    Reply::json(200, json!({"status": "ready"}))
+                } else {
+                    Reply::json(503, json!({"status": "down", "required_down": down}))
+                }
             })
         }
         (Service::Admin, "GET" | "HEAD", "/config") => {
@@ -97,9 +108,31 @@ pub async fn serve(
     }
 }
 
-/// Up unless an upstream cannot be connected to; each is probed with a TCP
-/// connect, in parallel, bounded by a short timeout.
+/// 200 while the gateway serves and every `required` upstream is up; 503
+/// while it drains or a required upstream is down. Every upstream's state is
+/// listed either way.
 async fn health(snapshot: &Snapshot) -> Reply {
+    let states = probe_upstreams(snapshot).await;
+    let upstreams: serde_json::Map<String, Value> = states
+        .iter()
+        .map(|(name, up)| (name.clone(), Value::from(if *up { "up" } else { "down" })))
+        .collect();
+    if crate::health::is_draining() {
+        return Reply::json(503, json!({"status": "draining", "upstreams": upstreams}));
+    }
+    let down = required_down(&states, snapshot);
+    if !down.is_empty() {
+        return Reply::json(
+            503,
+            json!({"status": "down", "upstreams": upstreams, "required_down": down}),
+        );
+    }
+    Reply::json(200, json!({"status": "up", "upstreams": upstreams}))
+}
+
+/// Each upstream's state: actively checked ones as last checked, the others
+/// by a TCP connect, in parallel, bounded by a short timeout.
+async fn probe_upstreams(snapshot: &Snapshot) -> BTreeMap<String, bool> {
     let mut probes = tokio::task::JoinSet::new();
     for (name, address) in snapshot.upstream_addresses() {
         let checked = snapshot
@@ -107,7 +140,6 @@ async fn health(snapshot: &Snapshot) -> Reply {
             .upstream(&name)
             .is_some_and(|u| u.health.is_some());
         probes.spawn(async move {
-            // Actively checked upstreams report their checked state.
             if checked {
                 let up = crate::health::state(&name).is_available();
                 return (name, up);
@@ -121,14 +153,22 @@ async fn health(snapshot: &Snapshot) -> Reply {
             (name, up)
         });
     }
-    let mut upstreams = serde_json::Map::new();
+    let mut states = BTreeMap::new();
     while let Some(Ok((name, up))) = probes.join_next().await {
-        upstreams.insert(name, Value::from(if up { "up" } else { "down" }));
+        states.insert(name, up);
     }
-    if crate::health::is_draining() {
-        return Reply::json(503, json!({"status": "draining", "upstreams": upstreams}));
-    }
-    Reply::json(200, json!({"status": "up", "upstreams": upstreams}))
+    states
+}
+
+/// The `required` upstreams that are down, by name.
+fn required_down(states: &BTreeMap<String, bool>, snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .config
+        .upstreams
+        .iter()
+        .filter(|u| u.required && !states.get(&u.name).copied().unwrap_or(false))
+        .map(|u| u.name.clone())
+        .collect()
 }
 
 fn info(snapshot: &Snapshot, reloader: &Reloader) -> Value {
@@ -183,6 +223,8 @@ pub fn masked_config(config: &Config) -> Value {
                 "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
                 "read_timeout_ms": u.read_timeout.as_millis() as u64,
                 "write_timeout_ms": u.write_timeout.as_millis() as u64,
+                "idle_timeout_ms": u.idle_timeout.as_millis() as u64,
+                "required": u.required,
                 "ca": u.ca.as_ref().map(|p| p.display().to_string()),
                 "client_cert": u.client_identity.as_ref().map(|(c, _)| c.display().to_string()),
             })

@@ -26,6 +26,7 @@ pub struct UpstreamPlan {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    pub idle_timeout: Duration,
     /// Extra trust anchors for an https upstream (`ca = "..."`).
     pub ca: Option<Arc<[WrappedX509]>>,
     /// The certificate and key presented to an https upstream (mTLS).
@@ -159,6 +160,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 connect_timeout: u.connect_timeout,
                 read_timeout: u.read_timeout,
                 write_timeout: u.write_timeout,
+                idle_timeout: u.idle_timeout,
                 ca,
                 client_identity,
             }),

@@ -24,6 +24,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "access_log",
     "max_header_size",
     "max_body_size",
+    "upgrade_socket",
 ];
 const LISTENER_KEYS: &[&str] = &["name", "address", "tls", "redirect_https"];
 const TLS_KEYS: &[&str] = &["min_version", "strict_sni", "certificates"];
@@ -91,10 +92,12 @@ const UPSTREAM_KEYS: &[&str] = &[
     "connect_timeout",
     "read_timeout",
     "write_timeout",
+    "idle_timeout",
     "ca",
     "client_cert",
     "client_key",
     "health",
+    "required",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -509,6 +512,7 @@ impl Reader<'_> {
             access_log: AccessLog::Stdout,
             max_header_size: 32 * 1024,
             max_body_size: None,
+            upgrade_socket: PathBuf::from(DEFAULT_UPGRADE_SOCKET),
         };
         let Some(table) = self.table(node, "[gateway]") else {
             return gateway;
@@ -553,6 +557,17 @@ impl Reader<'_> {
                 }
                 path => AccessLog::File(self.base_dir.join(path)),
             };
+        }
+        if let Some((socket, at)) = f.string("upgrade_socket", self.diags) {
+            if socket.is_empty() {
+                self.diags.error_with_help(
+                    at,
+                    "`upgrade_socket` is empty",
+                    format!("use a path such as {DEFAULT_UPGRADE_SOCKET:?} (the default)"),
+                );
+            } else {
+                gateway.upgrade_socket = self.base_dir.join(socket);
+            }
         }
         f.finish(self.diags);
         gateway
@@ -807,6 +822,10 @@ impl Reader<'_> {
             let connect_timeout = f.duration("connect_timeout", Duration::from_secs(2), self.diags);
             let read_timeout = f.duration("read_timeout", Duration::from_secs(60), self.diags);
             let write_timeout = f.duration("write_timeout", Duration::from_secs(60), self.diags);
+            let idle_timeout = f.duration("idle_timeout", Duration::from_secs(60), self.diags);
+            let required = f
+                .boolean("required", self.diags)
+                .is_some_and(|(required, _)| required);
             let ca = f.string("ca", self.diags);
             let client_cert = f.string("client_cert", self.diags);
             let client_key = f.string("client_key", self.diags);
@@ -866,9 +885,11 @@ impl Reader<'_> {
                 connect_timeout,
                 read_timeout,
                 write_timeout,
+                idle_timeout,
                 ca,
                 client_identity,
                 health,
+                required,
                 origin: node.origin.clone(),
             });
         }

@@ -48,7 +48,12 @@ pub struct Gateway {
     pub max_header_size: u64,
     /// Request body limit for routes that set none; None: unlimited.
     pub max_body_size: Option<u64>,
+    /// Unix socket on which `postern run --upgrade` receives the listening
+    /// sockets of the process it replaces.
+    pub upgrade_socket: PathBuf,
 }
+
+pub const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/postern-upgrade.sock";
 
 /// Where the one-JSON-line-per-request access log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,12 +167,17 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// How long an idle pooled connection to the upstream is kept for reuse.
+    pub idle_timeout: Duration,
     /// Extra CA bundle for verifying an https upstream.
     pub ca: Option<PathBuf>,
     /// PEM certificate chain and key presented to an https upstream (mTLS).
     pub client_identity: Option<(PathBuf, PathBuf)>,
     /// Active health check, `[upstreams.NAME.health]`.
     pub health: Option<HealthCheck>,
+    /// The gateway reports itself down (`/health`, `/health/ready`: 503)
+    /// while this upstream is.
+    pub required: bool,
     pub origin: Origin,
 }
 
