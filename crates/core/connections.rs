@@ -1,25 +1,30 @@
-//! Counts the client connections each listener holds open, for
-//! `postern_connections{listener}`.
+//! What happens to every client connection before and around the HTTP
+//! application: it is counted for `postern_connections{listener}`, and
+//! wrapped so slow or idle clients are timed out (see `client_timeouts`).
 //!
-//! Pingora has no connection open/close hooks for a proxy, so the count
-//! wraps the proxy application: a connection is counted from the moment
-//! the listener hands it over (after the TLS handshake) until the
-//! application lets go of it. A keep-alive connection re-enters the
-//! application once per request and is counted the whole time it waits for
-//! the next one, so idle connections show too.
+//! Pingora has no connection open/close hooks for a proxy, so this wraps the
+//! proxy application: a connection is counted from the moment the listener
+//! hands it over (after the TLS handshake) until the application lets go of
+//! it, including while it idles between keep-alive requests.
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use prometheus::IntGauge;
 
-/// A [`ServerApp`] that counts the connections in `inner` on `open`.
-pub struct CountedConnections<A> {
+use crate::client_timeouts::ClientStream;
+use crate::snapshot::Snapshot;
+
+/// A [`ServerApp`] that counts the connections in `inner` on `open` and
+/// holds each to the client timeouts of the configuration it arrives under.
+pub struct ClientConnections<A> {
     pub inner: Arc<A>,
     pub open: IntGauge,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
 }
 
 /// Decrements the gauge however `process_new` ends, even if its future is
@@ -33,7 +38,7 @@ impl Drop for Held {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountedConnections<A> {
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A> {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
@@ -41,6 +46,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountedConnections<A> {
     ) -> Option<Stream> {
         self.open.inc();
         let _held = Held(self.open.clone());
+        let timeouts = self.snapshot.load().config.gateway.client_timeouts;
+        let session = ClientStream::wrap(session, &timeouts);
         self.inner.process_new(session, shutdown).await
     }
 

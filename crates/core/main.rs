@@ -6,6 +6,7 @@
 
 mod access_log;
 mod client_hello;
+mod client_timeouts;
 mod connections;
 mod demo;
 mod health;

@@ -28,6 +28,7 @@ use postern_policy::router::strip_segments;
 use postern_policy::source::{self, Client};
 
 use crate::access_log;
+use crate::client_timeouts::ClientStream;
 use crate::health;
 use crate::metrics::metrics;
 use crate::reload::Reloader;
@@ -487,6 +488,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = self.snapshot.load_full();
+        // The head is in: from here the body has its own, per-read, limit.
+        let timeouts = &snapshot.config.gateway.client_timeouts;
+        if let Some(clock) = session.stream().and_then(ClientStream::clock_of) {
+            clock.stop();
+        }
+        session.set_read_timeout(Some(timeouts.body));
         ctx.request_id = session
             .req_header()
             .headers
@@ -495,7 +503,6 @@ impl ProxyHttp for Gateway {
             .filter(|v| acceptable_request_id(v))
             .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string);
 
-        let snapshot = self.snapshot.load_full();
         ctx.snapshot = Some(Arc::clone(&snapshot));
         match self.decide(session, ctx, &snapshot) {
             Ok(Decision::Forward) => {
@@ -704,6 +711,10 @@ impl ProxyHttp for Gateway {
                 pingora::ErrorSource::Upstream,
             ) => Some(ErrorKind::GatewayTimeout),
             (_, pingora::ErrorSource::Upstream) => Some(ErrorKind::BadGateway),
+            // client_body_timeout: the client stopped sending its body.
+            (ErrorType::ReadTimedout, pingora::ErrorSource::Downstream) => {
+                Some(ErrorKind::RequestTimeout)
+            }
             (
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
                 pingora::ErrorSource::Downstream,
@@ -766,6 +777,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // The connection may now wait for another request: time that wait.
+        if let Some(clock) = session.stream().and_then(ClientStream::clock_of) {
+            let snapshot = self.snapshot.load();
+            clock.await_next_request(&snapshot.config.gateway.client_timeouts);
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if status != 0 {
             let route = ctx.route_name().unwrap_or("-");

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -12,7 +13,7 @@ use postern_config::ListenerKind;
 use pingora::services::listening::Service;
 
 use crate::client_hello::MinimumVersionGate;
-use crate::connections::CountedConnections;
+use crate::connections::ClientConnections;
 use crate::health::HealthChecker;
 use crate::proxy::Gateway;
 use crate::reload::{HangupReload, Reloader};
@@ -74,6 +75,7 @@ pub fn run(snapshot: Snapshot, upgrade: bool) -> Result<std::convert::Infallible
 
     let resolver = Arc::new(SniResolver::new(Arc::clone(&snapshot.certificates)));
     let listeners = snapshot.config.listeners.clone();
+    let client_timeouts = snapshot.config.gateway.client_timeouts;
     crate::access_log::open(&snapshot.config.gateway.access_log)
         .map_err(|e| format!("{}: {e}", snapshot.config.file.display()))?;
     crate::metrics::metrics().set_certificates(&snapshot.certificate_expiries());
@@ -94,13 +96,19 @@ pub fn run(snapshot: Snapshot, upgrade: bool) -> Result<std::convert::Infallible
         };
         let mut proxy = pingora::proxy::HttpProxy::new(gateway, server.configuration.clone());
         proxy.handle_init_modules();
-        let counted = CountedConnections {
+        // An HTTP/2 connection with no open stream is an idle keep-alive
+        // connection; HTTP/1 ones are timed by `ClientConnections`.
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(client_timeouts.keepalive);
+        proxy.server_options = Some(options);
+        let connections = ClientConnections {
             inner: Arc::new(proxy),
             open: crate::metrics::metrics()
                 .connections
                 .with_label_values(&[l.name.as_str()]),
+            snapshot: Arc::clone(&shared),
         };
-        let mut service = Service::new(format!("postern listener {}", l.name), counted);
+        let mut service = Service::new(format!("postern listener {}", l.name), connections);
         let address = l.address.to_string();
         match l.kind {
             ListenerKind::Tls => {

@@ -25,6 +25,9 @@ const GATEWAY_KEYS: &[&str] = &[
     "max_header_size",
     "max_body_size",
     "upgrade_socket",
+    "client_header_timeout",
+    "client_body_timeout",
+    "keepalive_timeout",
 ];
 const LISTENER_KEYS: &[&str] = &["name", "address", "tls", "redirect_https"];
 const TLS_KEYS: &[&str] = &["min_version", "strict_sni", "certificates"];
@@ -513,6 +516,7 @@ impl Reader<'_> {
             max_header_size: 32 * 1024,
             max_body_size: None,
             upgrade_socket: PathBuf::from(DEFAULT_UPGRADE_SOCKET),
+            client_timeouts: ClientTimeouts::default(),
         };
         let Some(table) = self.table(node, "[gateway]") else {
             return gateway;
@@ -569,6 +573,12 @@ impl Reader<'_> {
                 gateway.upgrade_socket = self.base_dir.join(socket);
             }
         }
+        let defaults = ClientTimeouts::default();
+        gateway.client_timeouts = ClientTimeouts {
+            header: f.duration("client_header_timeout", defaults.header, self.diags),
+            body: f.duration("client_body_timeout", defaults.body, self.diags),
+            keepalive: f.duration("keepalive_timeout", defaults.keepalive, self.diags),
+        };
         f.finish(self.diags);
         gateway
     }

@@ -51,6 +51,30 @@ pub struct Gateway {
     /// Unix socket on which `postern run --upgrade` receives the listening
     /// sockets of the process it replaces.
     pub upgrade_socket: PathBuf,
+    pub client_timeouts: ClientTimeouts,
+}
+
+/// How long a client may take, so slow or idle clients cannot hold
+/// connections (and their memory) forever: slowloris and its kin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// From accepting a connection (or from the first byte of a later
+    /// request on it) until the whole request head has arrived.
+    pub header: Duration,
+    /// The longest wait for the next piece of a request body.
+    pub body: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub keepalive: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            header: Duration::from_secs(10),
+            body: Duration::from_secs(60),
+            keepalive: Duration::from_secs(60),
+        }
+    }
 }
 
 pub const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/postern-upgrade.sock";
