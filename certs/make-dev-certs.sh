@@ -15,3 +15,6 @@ openssl x509 -req -in dev.csr -CA dev-ca.pem -CAkey dev-ca-key.pem -CAcreateseri
 cat dev-leaf.pem dev-ca.pem > dev-fullchain.pem
 rm -f dev.csr dev-leaf.pem dev-ca.srl
 chmod 600 dev-key.pem dev-ca-key.pem
+# The signing key of `postern demo`'s development token issuer (RS256).
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out dev-token-key.pem
+chmod 600 dev-token-key.pem

@@ -414,16 +414,20 @@ fn run_cases(cases: Vec<Case>) {
 // ---------------------------------------------------------------------------
 
 const SHIPPED_ROUTES: &[&str] = &[
+    "admin-ui",
     "api",
-    "default",
+    "domino",
     "health",
+    "keep",
+    "login",
+    "management",
     "metrics",
-    "metrics-host",
-    "mgmt",
-    "mgmt-shutdown",
+    "oauth",
+    "openapi",
     "postern-admin",
     "postern-health",
     "postern-metrics",
+    "well-known",
 ];
 
 fn assert_shipped_table(run: &Run, context: &str) {

@@ -1,79 +1,194 @@
 //! `postern demo`: a newcomer's first minute. Runs the shipped gateway.toml
-//! with stand-in backends on HCL Domino REST API's ports and prints curl
-//! lines that show routing and each policy at work.
+//! with stand-in backends on HCL Domino REST API's ports, a development token
+//! issuer in place of Domino's built-in IdP, and prints curl lines that show
+//! routing and each policy at work.
+//!
+//! Every printed line ends in `# <status> ...`, the status it gets against
+//! the shipped gateway.toml; tests/demo.rs runs them and holds the demo to it.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use http::{Method, StatusCode};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use postern_config::{ListenerKind, RouteTarget, Service};
+use postern_echo::Responder;
+use serde_json::{json, Value};
 
-/// Domino REST API's ports and what each one is.
-const BACKENDS: [(u16, &str); 4] = [
+/// Domino REST API's ports (and the HTTP task's stand-in) and what each is.
+const BACKENDS: [(u16, &str); 5] = [
     (8880, "data"),
     (8886, "health"),
     (8889, "management"),
     (8890, "metrics"),
+    (8881, "domino-http"),
 ];
+
+/// The issuer's signing key, beside the development certificates.
+const TOKEN_KEY: &str = "certs/dev-token-key.pem";
+const TOKEN_KID: &str = "postern-demo";
+/// Where the shipped gateway.toml fetches the issuer's keys from.
+const JWKS_PATH: &str = "/api/v1/auth/.well-known/jwks.json";
+/// Domino REST API's login endpoint.
+const LOGIN_PATH: &str = "/api/v1/auth";
+/// The development accounts' password; any user name is accepted with it.
+const DEMO_PASSWORD: &str = "demo";
+const TOKEN_LIFETIME_SECS: u64 = 3600;
+
+/// A stand-in for Domino REST API's built-in IdP: `POST /api/v1/auth` with
+/// `{"username","password"}` answers `{"bearer": <RS256 JWT>, ...}` as Domino
+/// does, and the JWKS is published for the gateway to verify with.
+struct DevIssuer {
+    key: EncodingKey,
+    jwks: Value,
+}
+
+impl DevIssuer {
+    fn load(path: &Path) -> Result<DevIssuer, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = EncodingKey::from_rsa_pem(&pem)
+            .map_err(|e| format!("{}: not an RSA private key: {e}", path.display()))?;
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        jwk.common.key_id = Some(TOKEN_KID.to_string());
+        let jwks =
+            serde_json::to_value(JwkSet { keys: vec![jwk] }).map_err(|e| format!("JWKS: {e}"))?;
+        Ok(DevIssuer { key, jwks })
+    }
+
+    fn respond(&self, method: &Method, path: &str, body: &[u8]) -> Option<(StatusCode, Value)> {
+        match (method.as_str(), path.trim_end_matches('/')) {
+            ("GET", JWKS_PATH) => Some((StatusCode::OK, self.jwks.clone())),
+            ("POST", LOGIN_PATH) => Some(self.login(body)),
+            _ => None,
+        }
+    }
+
+    fn login(&self, body: &[u8]) -> (StatusCode, Value) {
+        let refused = |message: &str| {
+            (
+                StatusCode::UNAUTHORIZED,
+                json!({"status": 401, "message": message}),
+            )
+        };
+        let Ok(request) = serde_json::from_slice::<Value>(body) else {
+            return refused("send JSON: {\"username\": \"...\", \"password\": \"...\"}");
+        };
+        let username = request["username"].as_str().unwrap_or("");
+        if username.is_empty() || request["password"].as_str() != Some(DEMO_PASSWORD) {
+            return refused("invalid user or password (the demo's password is \"demo\")");
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = json!({
+            "iss": "Domino",
+            "aud": ["Domino"],
+            "sub": format!("CN={username}/O=Postern Demo"),
+            "CN": username,
+            "scope": "$DATA",
+            "iat": now,
+            "exp": now + TOKEN_LIFETIME_SECS,
+        });
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(TOKEN_KID.to_string());
+        match jsonwebtoken::encode(&header, &claims, &self.key) {
+            Ok(bearer) => (
+                StatusCode::OK,
+                json!({"bearer": bearer, "claims": claims, "expSeconds": TOKEN_LIFETIME_SECS}),
+            ),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"status": 500, "message": format!("signing failed: {e}")}),
+            ),
+        }
+    }
+}
 
 pub fn run(config_path: &Path) -> ExitCode {
     let Some(snapshot) = crate::load(config_path) else {
         return ExitCode::from(1);
     };
+    let base_dir = config_path.parent().unwrap_or(Path::new("."));
+    let issuer = match DevIssuer::load(&base_dir.join(TOKEN_KEY)) {
+        Ok(issuer) => Arc::new(issuer),
+        Err(e) => {
+            eprintln!("postern demo: cannot start the development token issuer: {e}\n  help: run certs/make-dev-certs.sh to make the development keys");
+            return ExitCode::from(1);
+        }
+    };
     let backends = BACKENDS
         .iter()
-        .map(|(port, name)| (SocketAddr::from(([127, 0, 0, 1], *port)), name.to_string()))
+        .map(|(port, name)| {
+            let responder: Option<Responder> = (*name == "data").then(|| {
+                let issuer = Arc::clone(&issuer);
+                Arc::new(move |method: &Method, path: &str, body: &[u8]| {
+                    issuer.respond(method, path, body)
+                }) as Responder
+            });
+            (
+                SocketAddr::from(([127, 0, 0, 1], *port)),
+                name.to_string(),
+                responder,
+            )
+        })
         .collect();
-    if let Err(e) = postern_echo::spawn_background(backends) {
+    if let Err(e) = postern_echo::spawn_background_with(backends) {
         eprintln!(
-            "postern demo: cannot start the stand-in backends on 127.0.0.1:8880/8886/8889/8890: {e}\n  help: stop whatever uses those ports (a real Domino REST API?) or run `postern run` against it instead"
+            "postern demo: cannot start the stand-in backends on 127.0.0.1:8880/8886/8889/8890/8881: {e}\n  help: stop whatever uses those ports (a real Domino REST API?) or run `postern run` against it instead"
         );
         return ExitCode::from(1);
     }
-    let config = &snapshot.config;
-    let https = config
+    print_tour(&snapshot.config, base_dir);
+    crate::serve(snapshot, false)
+}
+
+/// What to try, one curl line each, with the status it gets.
+fn print_tour(config: &postern_config::Config, base_dir: &Path) {
+    println!("postern demo: stand-in Domino REST API backends on 127.0.0.1:8880 (data, with a development token issuer), :8886 (health), :8889 (management), :8890 (metrics), :8881 (the Domino HTTP task)");
+    let ca = base_dir.join("certs/dev-ca.pem");
+    if let Some(https) = config
         .listeners
         .iter()
-        .find(|l| l.kind == ListenerKind::Tls);
-    let redirect = config
-        .listeners
-        .iter()
-        .find(|l| l.kind == ListenerKind::RedirectHttps);
-    let ca = config
-        .file
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("certs/dev-ca.pem");
-    println!("postern demo: stand-in Domino REST API backends on 127.0.0.1:8880 (data), :8886 (health), :8889 (management), :8890 (metrics)");
-    if let Some(https) = https {
-        let port = https.address.port();
-        let base = format!("curl --cacert {} https://localhost:{port}", ca.display());
+        .find(|l| l.kind == ListenerKind::Tls)
+    {
+        let c = format!(
+            "curl -s --cacert {} https://localhost:{}",
+            ca.display(),
+            https.address.port()
+        );
         println!("Try, in another terminal (each backend answers with JSON saying who it is and what it received):");
-        println!("  {base}/api/v1/info                      # path routing: data backend (8880)");
-        println!("  {base}/health                           # health backend (8886)");
-        println!("  {base}/mgmt/info                        # management (8889), loopback only, /mgmt stripped to /info");
+        println!("  {c}/api/v1/scopes   # 401 the REST API needs a token");
+        println!("  TOKEN=$({c}{LOGIN_PATH} -H 'Content-Type: application/json' -d '{{\"username\":\"alice\",\"password\":\"{DEMO_PASSWORD}\"}}' | sed 's/.*\"bearer\":\"\\([^\"]*\\)\".*/\\1/')   # log in as Domino's /api/v1/auth does");
+        println!("  {c}/api/v1/scopes -H \"Authorization: Bearer $TOKEN\"   # 200 a valid JWT reaches the data backend (8880)");
         println!(
-            "  {base}/mgmt/shutdown                    # 403: denied route, nothing forwarded"
+            "  {c}/keep/x -H \"Authorization: Bearer $TOKEN.x\"   # 401 a tampered token does not"
         );
+        println!("  {c}/health   # 401 health (8886) has its own account");
+        println!("  {c}/health -u monitor:change-me   # 200 health backend");
         println!(
-            "  {base}/api/../mgmt/../metrics           # canonicalised to /metrics before routing"
+            "  {c}/metrics -u monitor:change-me   # 401 the health account cannot read metrics"
         );
+        println!("  {c}/metrics -u prometheus:change-me   # 200 metrics (8890), loopback and the collector network only");
+        println!("  {c}/manage/info -u admin:change-me   # 200 management (8889), loopback and the admin network only, /manage stripped");
+        println!("  {c}/api/../manage/info -u admin:change-me --path-as-is   # 200 canonicalised to /manage/info before routing and policy");
         println!(
-            "  {base}/api/%2e%2e/%2fetc                # 400: encoded '/' never reaches a backend"
+            "  {c}/api/%2e%2e/%2fetc --path-as-is   # 400 an encoded '/' never reaches a backend"
         );
-        println!(
-            "  curl --cacert {} --resolve metrics.localhost:{port}:127.0.0.1 https://metrics.localhost:{port}/metrics   # sub-domain routing: metrics (8890)",
-            ca.display()
-        );
-        println!(
-            "  curl --cacert {} -H 'Host: example.org' https://localhost:{port}/   # 421: host not covered by the certificate",
-            ca.display()
-        );
-        println!("  {base}/api -H 'X-Forwarded-For: 10.9.9.9'   # client-sent forwarding headers are replaced");
+        println!("  {c}/names.nsf   # 200 everything else goes to the Domino HTTP task");
+        println!("  {c}/ -H 'Host: example.org'   # 421 a host the certificate does not cover");
     }
-    if let Some(redirect) = redirect {
+    if let Some(redirect) = config
+        .listeners
+        .iter()
+        .find(|l| l.kind == ListenerKind::RedirectHttps)
+    {
         println!(
-            "  curl -i http://localhost:{}/api/x        # 308 to https",
+            "  curl -s http://localhost:{}/api/x   # 308 to https",
             redirect.address.port()
         );
     }
@@ -84,19 +199,18 @@ pub fn run(config_path: &Path) -> ExitCode {
         })
     };
     if let Some(ops) = config.listeners.iter().find(|l| l.name == "ops") {
-        let base = format!("curl http://localhost:{}", ops.address.port());
+        let c = format!("curl -s http://localhost:{}", ops.address.port());
         if let Some(prefix) = service_route(Service::Health) {
-            println!("  {base}{prefix}                 # the gateway's health, with each upstream up or down");
+            println!("  {c}{prefix}   # 200 the gateway's health, with each upstream up or down");
         }
         if let Some(prefix) = service_route(Service::Metrics) {
-            println!("  {base}{prefix}                # Prometheus metrics");
+            println!("  {c}{prefix}   # 200 the gateway's Prometheus metrics");
         }
         if let Some(prefix) = service_route(Service::Admin) {
-            println!("  {base}{prefix}/config          # the running config, secrets masked");
+            println!("  {c}{prefix}/config   # 200 the running config, secrets masked");
             println!(
-                "  {base}{prefix}/reload -X POST  # reload gateway.toml (or: kill -HUP <pid>)"
+                "  {c}{prefix}/reload -X POST   # 200 reload gateway.toml (or: kill -HUP <pid>)"
             );
         }
     }
-    crate::serve(snapshot, false)
 }

@@ -14,6 +14,9 @@
 //!   a 400, because hyper cannot send a 1xx as a final response).
 //! * `.../delay/<ms>` waits that long (at most 60 s) before answering.
 //!
+//! A [`Responder`] may answer some requests itself instead (the demo's
+//! development token issuer lives on the data port this way).
+//!
 //! A WebSocket upgrade gets a real RFC 6455 handshake; the server then sends
 //! the request's echo JSON as the first text message and echoes every text
 //! and binary message after it.
@@ -50,6 +53,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Longest `.../delay/<ms>` honoured; longer requests are clamped to it.
 pub const MAX_DELAY_MS: u64 = 60_000;
 
+/// Answers a request itself instead of echoing it: given the method, path
+/// and body, `Some((status, json))` is sent as the response; `None` echoes.
+pub type Responder = Arc<dyn Fn(&Method, &str, &[u8]) -> Option<(StatusCode, Value)> + Send + Sync>;
+
 /// An echo server running on the current tokio runtime.
 ///
 /// Dropping it stops the server: the listener closes and open connections
@@ -69,6 +76,7 @@ struct Shared {
     port: u16,
     requests: AtomicU64,
     last: Mutex<Option<Value>>,
+    responder: Option<Responder>,
 }
 
 impl Shared {
@@ -85,6 +93,16 @@ impl EchoServer {
     /// Binds and starts serving on the current tokio runtime (spawns a task).
     /// `name` labels the backend in responses (e.g. "data", "metrics").
     pub async fn start(addr: SocketAddr, name: &str) -> io::Result<EchoServer> {
+        EchoServer::start_with(addr, name, None).await
+    }
+
+    /// As [`EchoServer::start`], with `responder` answering the requests it
+    /// claims.
+    pub async fn start_with(
+        addr: SocketAddr,
+        name: &str,
+        responder: Option<Responder>,
+    ) -> io::Result<EchoServer> {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -97,6 +115,7 @@ impl EchoServer {
             port: addr.port(),
             requests: AtomicU64::new(0),
             last: Mutex::new(None),
+            responder,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(());
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
@@ -138,6 +157,18 @@ impl Drop for EchoServer {
 ///
 /// The servers run for the rest of the process.
 pub fn spawn_background(backends: Vec<(SocketAddr, String)>) -> io::Result<Vec<SocketAddr>> {
+    spawn_background_with(
+        backends
+            .into_iter()
+            .map(|(addr, name)| (addr, name, None))
+            .collect(),
+    )
+}
+
+/// As [`spawn_background`], each backend with an optional [`Responder`].
+pub fn spawn_background_with(
+    backends: Vec<(SocketAddr, String, Option<Responder>)>,
+) -> io::Result<Vec<SocketAddr>> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("postern-echo".to_owned())
@@ -154,8 +185,8 @@ pub fn spawn_background(backends: Vec<(SocketAddr, String)>) -> io::Result<Vec<S
             };
             runtime.block_on(async move {
                 let mut servers = Vec::with_capacity(backends.len());
-                for (addr, name) in &backends {
-                    match EchoServer::start(*addr, name).await {
+                for (addr, name, responder) in backends {
+                    match EchoServer::start_with(addr, &name, responder).await {
                         Ok(server) => servers.push(server),
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -309,7 +340,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 }
 
 enum BodyOutcome {
-    Read(usize),
+    Read(Bytes),
     TooLarge,
     Broken,
 }
@@ -324,7 +355,7 @@ async fn read_body(body: Incoming, headers: &HeaderMap) -> BodyOutcome {
         return BodyOutcome::TooLarge;
     }
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => BodyOutcome::Read(collected.to_bytes().len()),
+        Ok(collected) => BodyOutcome::Read(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => BodyOutcome::TooLarge,
         Err(_) => BodyOutcome::Broken,
     }
@@ -353,15 +384,25 @@ async fn handle(
         "path": parts.uri.path(),
         "query": parts.uri.query(),
         "headers": headers_json(&parts.headers),
-        "body_bytes": match body {
-            BodyOutcome::Read(n) => Value::from(n),
+        "body_bytes": match &body {
+            BodyOutcome::Read(bytes) => Value::from(bytes.len()),
             _ => Value::Null,
         },
         "remote": remote.to_string(),
     });
 
     let outcome = match body {
-        BodyOutcome::Read(_) => special(parts.uri.path()),
+        BodyOutcome::Read(bytes) => {
+            let answered = shared
+                .responder
+                .as_ref()
+                .and_then(|respond| respond(&parts.method, parts.uri.path(), &bytes));
+            if let Some((status, answer)) = answered {
+                *shared.last() = Some(echo);
+                return Ok(json_response(status, &answer));
+            }
+            special(parts.uri.path())
+        }
         BodyOutcome::TooLarge => {
             let message = format!("request body exceeds {MAX_BODY_BYTES} bytes");
             echo["error"] = Value::String(message);
