@@ -66,7 +66,7 @@ struct RunArg {
     config: ConfigArg,
     /// Take over the listening sockets of the running gateway instead of
     /// binding them: start this, then send the old process SIGQUIT
-    /// (see docs/operations.md, "Upgrading without dropping connections").
+    /// (see docs/operations.md, "Upgrade: changing listeners or the binary").
     #[arg(long)]
     upgrade: bool,
 }
