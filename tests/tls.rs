@@ -500,3 +500,52 @@ async fn broken_renewal_keeps_the_old_certificate() {
         "logged once, not at every look\n{stderr}"
     );
 }
+
+/// TLS 1.2 offers only ECDHE with AES-128-GCM, so the server, not the
+/// client's order, decides the suite (testssl.sh's "cipher order" check), and
+/// a client without it is refused rather than served something weaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls12_gets_aes128_gcm_whatever_the_client_prefers() {
+    use rustls::CipherSuite::*;
+    let data = echo("data").await;
+    let gw = Gateway::start(any_host_route(data.local_addr())).await;
+
+    let prefers_others = [
+        TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ];
+    let mut conn = gw
+        .connect(TlsOptions::sni("api.example.com").tls12_suites(&prefers_others))
+        .await
+        .expect("a TLS 1.2 client offering AES-128-GCM among others is served");
+    let suite = conn
+        .stream
+        .get_ref()
+        .1
+        .negotiated_cipher_suite()
+        .map(|s| s.suite());
+    assert!(
+        matches!(
+            suite,
+            Some(TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)
+        ),
+        "negotiated {suite:?}"
+    );
+    let response = conn
+        .send(support::get("api.example.com", "/").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+
+    let without_aes128 = gw
+        .connect(TlsOptions::sni("api.example.com").tls12_suites(&prefers_others[..4]))
+        .await;
+    assert!(
+        without_aes128.is_err(),
+        "a TLS 1.2 client without AES-128-GCM was served"
+    );
+}

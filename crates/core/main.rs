@@ -90,8 +90,9 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    // rustls panics at the first handshake if no process-wide provider is set.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // rustls panics at the first handshake if no process-wide provider is
+    // set; Pingora builds its TLS configurations from this one.
+    let _ = tls::crypto_provider().install_default();
 
     match cli.command {
         Command::Check(arg) => check(&arg.path()),

@@ -18,8 +18,34 @@ use postern_config::{Certificate, CertificateSource, Diagnostics, TlsVersion};
 use postern_policy::host::HostPattern;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{CipherSuite, SupportedCipherSuite};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The TLS 1.2 cipher suites offered: ECDHE with AES-128-GCM, one per key
+/// type (the suite RFC 9113 requires of HTTP/2 servers, which every TLS 1.2
+/// client that can use HTTP/2 has).
+const TLS12_SUITES: [CipherSuite; 2] = [
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+];
+
+/// The process-wide rustls provider: ring, with every TLS 1.3 suite and
+/// only [`TLS12_SUITES`] for TLS 1.2.
+///
+/// rustls follows the client's preference among the suites it offers, and
+/// Pingora 0.9's `TlsSettings` cannot set `ignore_client_order`. With one
+/// TLS 1.2 suite per certificate the server, not the client, decides what a
+/// TLS 1.2 connection uses (scanners such as testssl.sh rate "no server
+/// cipher order" HIGH). TLS 1.3 suites are all AEAD and stay client-chosen.
+pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.retain(|suite| match suite {
+        SupportedCipherSuite::Tls13(_) => true,
+        SupportedCipherSuite::Tls12(_) => TLS12_SUITES.contains(&suite.suite()),
+    });
+    provider
+}
 
 /// One loaded certificate and the names it serves.
 #[derive(Debug)]

@@ -816,6 +816,8 @@ pub struct TlsOptions {
     /// Offer only TLS 1.2 cipher suites in the ClientHello (rustls lists its
     /// TLS 1.3 suites even when TLS 1.3 is disabled, as many clients do).
     pub tls12_suites_only: bool,
+    /// Offer exactly these cipher suites, in this order.
+    pub suites: Option<Vec<rustls::CipherSuite>>,
 }
 
 impl TlsOptions {
@@ -827,6 +829,7 @@ impl TlsOptions {
             alpn: vec![b"http/1.1".to_vec()],
             versions: vec![&rustls::version::TLS13, &rustls::version::TLS12],
             tls12_suites_only: false,
+            suites: None,
         }
     }
 
@@ -850,6 +853,13 @@ impl TlsOptions {
 
     pub fn versions(mut self, versions: &[&'static SupportedProtocolVersion]) -> Self {
         self.versions = versions.to_vec();
+        self
+    }
+
+    /// TLS 1.2 only, offering exactly `suites`, in this order.
+    pub fn tls12_suites(mut self, suites: &[rustls::CipherSuite]) -> Self {
+        self.versions = vec![&rustls::version::TLS12];
+        self.suites = Some(suites.to_vec());
         self
     }
 
@@ -921,6 +931,13 @@ pub async fn tls_connect(
         provider
             .cipher_suites
             .retain(|suite| matches!(suite, rustls::SupportedCipherSuite::Tls12(_)));
+    }
+    if let Some(wanted) = &options.suites {
+        let all = std::mem::take(&mut provider.cipher_suites);
+        provider.cipher_suites = wanted
+            .iter()
+            .filter_map(|w| all.iter().find(|s| s.suite() == *w).copied())
+            .collect();
     }
     let provider = Arc::new(provider);
     let mut roots = RootCertStore::empty();
