@@ -50,6 +50,11 @@ pub fn open(destination: &AccessLog) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether entries are written anywhere: when not, callers skip building them.
+pub fn enabled() -> bool {
+    matches!(WRITER.get(), Some(Some(_)))
+}
+
 /// Writes one entry (a JSON object) as a line.
 pub fn write(entry: Value) {
     let Some(Some(writer)) = WRITER.get() else {

@@ -110,7 +110,10 @@ impl Gateway {
         let req = session.req_header();
         let raw_target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         // Limits first: nothing else should spend time on an oversized request.
-        if req.uri.to_string().len() > MAX_URI {
+        let target_len = raw_target.len()
+            + req.uri.scheme_str().map_or(0, |s| s.len() + 3)
+            + req.uri.authority().map_or(0, |a| a.as_str().len());
+        if target_len > MAX_URI {
             return Err(Refusal::new(
                 ErrorKind::UriTooLong,
                 "request target too long",
@@ -792,6 +795,9 @@ impl ProxyHttp for Gateway {
             m.request_duration
                 .with_label_values(&[route])
                 .observe(ctx.started.elapsed().as_secs_f64());
+        }
+        if !access_log::enabled() {
+            return;
         }
         let req = session.req_header();
         let entry = access_log::Entry {
