@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Prints run.sh's results as one Markdown table: medians, min-max spread,
+and the ratios the benchmark issue sets as targets (reported, not asserted).
+
+    python3 benches/compare/table.py benches/compare/results/latest.csv
+"""
+import csv
+import statistics
+import sys
+from collections import defaultdict
+
+
+def load(path):
+    values = defaultdict(list)
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["value"]:
+                values[(row["scenario"], row["target"], row["metric"])].append(float(row["value"]))
+    return values
+
+
+def main():
+    path = sys.argv[1]
+    values = load(path)
+    try:
+        with open(path + ".meta") as f:
+            for line in f:
+                print(line.rstrip().lstrip("# "))
+        print()
+    except FileNotFoundError:
+        pass
+
+    def median(scenario, target, metric):
+        v = values.get((scenario, target, metric))
+        return statistics.median(v) if v else None
+
+    def spread(scenario, target, metric, unit):
+        v = values.get((scenario, target, metric))
+        if not v:
+            return "n/a"
+        fmt = (lambda x: f"{x:,.0f}") if max(v) >= 100 else (lambda x: f"{x:,.1f}")
+        return f"{fmt(statistics.median(v))} {unit} ({fmt(min(v))}–{fmt(max(v))}, n={len(v)})"
+
+    print("| scenario | postern | nginx | pingora (floor) | direct |")
+    print("|---|---|---|---|---|")
+    rows = [
+        ("open route, HTTP/1.1 keep-alive", "open", "rps", "req/s"),
+        ("open route, HTTP/2", "h2", "rps", "req/s"),
+        ("basic auth (bcrypt cost 10)", "basic", "rps", "req/s"),
+        ("JWT RS256", "jwt", "rps", "req/s"),
+        ("new TLS connection per request", "handshake", "rps", "req/s"),
+        ("latency p50 at fixed rate", "latency", "p50_us", "µs"),
+        ("latency p99 at fixed rate", "latency", "p99_us", "µs"),
+        ("memory per idle TLS connection", "idle_memory", "bytes_per_conn", "B"),
+    ]
+    for label, scenario, metric, unit in rows:
+        cells = [spread(scenario, t, metric, unit) for t in ("postern", "nginx", "pingora", "direct")]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+    print()
+    print("| target | measured | goal | met |")
+    print("|---|---|---|---|")
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    def line(name, measured, goal, ok, fmt="{:.2f}x"):
+        shown = fmt.format(measured) if measured is not None else "n/a"
+        met = "n/a" if measured is None else ("yes" if ok(measured) else "**no**")
+        print(f"| {name} | {shown} | {goal} | {met} |")
+
+    line("open route throughput vs nginx",
+         ratio(median("open", "postern", "rps"), median("open", "nginx", "rps")),
+         ">= 1.1x", lambda r: r >= 1.1)
+    line("JWT route vs postern's open route",
+         ratio(median("jwt", "postern", "rps"), median("open", "postern", "rps")),
+         ">= 0.95x", lambda r: r >= 0.95)
+    line("basic-auth route vs nginx",
+         ratio(median("basic", "postern", "rps"), median("basic", "nginx", "rps")),
+         ">= 50x", lambda r: r >= 50)
+
+    def added(metric):
+        p, d = median("latency", "postern", metric), median("latency", "direct", metric)
+        return p - d if p is not None and d is not None else None
+
+    line("added p50 latency over direct", added("p50_us"), "<= 100 µs",
+         lambda us: us <= 100, "{:.0f} µs")
+    line("added p99 latency over direct", added("p99_us"), "<= 1000 µs",
+         lambda us: us <= 1000, "{:.0f} µs")
+    line("memory per idle TLS connection vs nginx",
+         ratio(median("idle_memory", "postern", "bytes_per_conn"),
+               median("idle_memory", "nginx", "bytes_per_conn")),
+         "<= 1.0x", lambda r: r <= 1.0)
+    line("handshakes per second vs nginx",
+         ratio(median("handshake", "postern", "rps"), median("handshake", "nginx", "rps")),
+         ">= 1.0x", lambda r: r >= 1.0)
+    line("open route: the Pingora floor vs nginx (no target; for reference)",
+         ratio(median("open", "pingora", "rps"), median("open", "nginx", "rps")),
+         "—", lambda r: True)
+    line("open route: postern vs the Pingora floor (no target; for reference)",
+         ratio(median("open", "postern", "rps"), median("open", "pingora", "rps")),
+         "—", lambda r: True)
+    line("HTTP/2 open route vs nginx (no target; for reference)",
+         ratio(median("h2", "postern", "rps"), median("h2", "nginx", "rps")),
+         "—", lambda r: True)
+
+
+if __name__ == "__main__":
+    main()
