@@ -5,16 +5,18 @@
 //! header is parsed strictly; a recently verified (user, password) is
 //! accepted from the cache; otherwise the hash is checked on the blocking
 //! pool under a global limit, against the user's hash or, for an unknown
-//! user, a decoy of the same cost.
+//! user, a decoy of the same cost. Concurrent requests with the same
+//! credentials share one check: when a busy client's cache entry expires,
+//! its requests wait for one hash instead of each queueing another.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::cache::ExpiringCache;
@@ -39,6 +41,25 @@ pub struct BasicAuthenticator {
     /// Checks waiting for or holding a hashing slot, and the most allowed.
     pending: AtomicUsize,
     hashing_capacity: usize,
+    /// Checks under way, by credentials digest: the answer, once known.
+    in_flight: Mutex<HashMap<[u8; 32], watch::Receiver<Option<bool>>>>,
+}
+
+/// Removes a finished check from `in_flight` however its future ends.
+struct InFlight<'a> {
+    map: &'a Mutex<HashMap<[u8; 32], watch::Receiver<Option<bool>>>>,
+    digest: [u8; 32],
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(self.map).remove(&self.digest);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data, valid whatever a panicking holder did.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Counts one check in `pending` for as long as it lives.
@@ -89,6 +110,7 @@ impl BasicAuthenticator {
             hashing: Arc::new(Semaphore::new(slots)),
             pending: AtomicUsize::new(0),
             hashing_capacity: slots * (1 + MAX_WAITING_PER_SLOT),
+            in_flight: Mutex::new(HashMap::new()),
         })
     }
 
@@ -128,6 +150,33 @@ impl BasicAuthenticator {
             return Verdict::Allow(Identity::user(user));
         }
 
+        // The same credentials already being checked: share that answer.
+        let (answer, _in_flight) = loop {
+            let waiting = {
+                let mut in_flight = lock(&self.in_flight);
+                match in_flight.get(&digest) {
+                    Some(answer) => Some(answer.clone()),
+                    None => {
+                        let (answer, receiver) = watch::channel(None);
+                        in_flight.insert(digest, receiver);
+                        break (
+                            answer,
+                            InFlight {
+                                map: &self.in_flight,
+                                digest,
+                            },
+                        );
+                    }
+                }
+            };
+            if let Some(mut waiting) = waiting {
+                if let Ok(verified) = waiting.wait_for(Option::is_some).await.map(|v| *v) {
+                    return self.conclude(verified == Some(true), user, source);
+                }
+                // That check was abandoned (its request went away): try again.
+            }
+        };
+
         // Hashing is the expensive part: bound how much of it can be queued.
         let Some(_pending) = Pending::enter(&self.pending, self.hashing_capacity) else {
             return Verdict::Deny(Denial::TooManyRequests {
@@ -146,16 +195,25 @@ impl BasicAuthenticator {
             ok
         })
         .await
-        .unwrap_or(false);
+        .unwrap_or(false)
+            && known.is_some();
 
-        let now = Instant::now();
-        if verified && known.is_some() {
+        if verified {
+            let now = Instant::now();
             self.cache
                 .insert(digest, user.clone(), now + self.cache_ttl, now);
+        }
+        answer.send_replace(Some(verified));
+        self.conclude(verified, user, source)
+    }
+
+    /// Allows `user` when the check passed; otherwise counts a failure.
+    fn conclude(&self, verified: bool, user: String, source: IpAddr) -> Verdict {
+        if verified {
             self.backoff.succeed(source);
             Verdict::Allow(Identity::user(user))
         } else {
-            self.backoff.fail(source, now);
+            self.backoff.fail(source, Instant::now());
             // Same answer for an unknown user and a wrong password.
             self.unauthorized("wrong user or password")
         }
@@ -237,6 +295,48 @@ mod tests {
 
     fn is_allowed(v: &Verdict) -> bool {
         matches!(v, Verdict::Allow(_))
+    }
+
+    /// A busy client whose cache entry is cold: every request with the same
+    /// credentials waits for one hash, instead of each queueing its own and
+    /// the excess being told 429.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identical_concurrent_checks_share_one_hash() {
+        let slow = bcrypt::hash("right", 8).unwrap();
+        let auth = Arc::new(
+            BasicAuthenticator::new(BasicSpec {
+                name: "ops".into(),
+                realm: "management".into(),
+                accounts: vec![("admin".into(), PasswordHash::parse(&slow).unwrap())],
+                cache_ttl: Duration::from_secs(60),
+                backoff: BackoffPolicy {
+                    max_failures: 5,
+                    initial: Duration::from_secs(60),
+                    max: Duration::from_secs(600),
+                },
+            })
+            .unwrap(),
+        );
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut checks = tokio::task::JoinSet::new();
+        for _ in 0..auth.hashing_capacity + 30 {
+            let auth = Arc::clone(&auth);
+            checks.spawn(async move { auth.check(Some(&basic("admin", "right")), ip).await });
+        }
+        let mut refused = 0;
+        while let Some(verdict) = checks.join_next().await {
+            if !is_allowed(&verdict.unwrap()) {
+                refused += 1;
+            }
+        }
+        assert_eq!(
+            refused, 0,
+            "identical credentials were refused while being checked"
+        );
+        assert!(
+            lock(&auth.in_flight).is_empty(),
+            "a finished check stayed in flight"
+        );
     }
 
     #[tokio::test]
