@@ -1036,6 +1036,35 @@ impl H2Conn {
         Ok(h2)
     }
 
+    /// Writes one frame as given (for tests of protocol abuse).
+    pub async fn send_frame(
+        &mut self,
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        self.write_frame(kind, flags, stream, payload).await
+    }
+
+    /// The next frame from the gateway: (type, flags, stream, payload).
+    pub async fn next_frame(&mut self) -> io::Result<(u8, u8, u32, Vec<u8>)> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.read_frame())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no HTTP/2 frame in time"))?
+    }
+
+    /// A header block of literal fields, as `get` sends.
+    pub fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (name, value) in fields {
+            block.push(0x00);
+            hpack_string(&mut block, name.as_bytes());
+            hpack_string(&mut block, value.as_bytes());
+        }
+        block
+    }
+
     async fn write_frame(
         &mut self,
         kind: u8,
