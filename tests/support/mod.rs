@@ -1032,19 +1032,8 @@ impl H2Conn {
             conn,
             next_stream: 1,
         };
-        h2.write_frame(H2_SETTINGS, 0, 0, &[]).await?;
+        h2.send_frame(H2_SETTINGS, 0, 0, &[]).await?;
         Ok(h2)
-    }
-
-    /// Writes one frame as given (for tests of protocol abuse).
-    pub async fn send_frame(
-        &mut self,
-        kind: u8,
-        flags: u8,
-        stream: u32,
-        payload: &[u8],
-    ) -> io::Result<()> {
-        self.write_frame(kind, flags, stream, payload).await
     }
 
     /// The next frame from the gateway: (type, flags, stream, payload).
@@ -1054,7 +1043,8 @@ impl H2Conn {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no HTTP/2 frame in time"))?
     }
 
-    /// A header block of literal fields, as `get` sends.
+    /// A header block of literal fields without indexing, new names, no
+    /// Huffman coding.
     pub fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
         let mut block = Vec::new();
         for (name, value) in fields {
@@ -1065,7 +1055,8 @@ impl H2Conn {
         block
     }
 
-    async fn write_frame(
+    /// Writes one frame as given (tests of protocol abuse use it directly).
+    pub async fn send_frame(
         &mut self,
         kind: u8,
         flags: u8,
@@ -1109,21 +1100,15 @@ impl H2Conn {
     ) -> io::Result<H2Response> {
         let stream = self.next_stream;
         self.next_stream += 2;
-        let mut block = Vec::new();
-        let fields = [
+        let mut block = Self::header_block(&[
             (":method", "GET"),
             (":scheme", "https"),
             (":authority", authority),
             (":path", path),
-        ];
-        for (name, value) in fields.iter().chain(headers) {
-            // Literal header field without indexing, new name, no Huffman.
-            block.push(0x00);
-            hpack_string(&mut block, name.as_bytes());
-            hpack_string(&mut block, value.as_bytes());
-        }
+        ]);
+        block.extend(Self::header_block(headers));
         tokio::time::timeout(REQUEST_TIMEOUT, async {
-            self.write_frame(H2_HEADERS, H2_END_STREAM | H2_END_HEADERS, stream, &block)
+            self.send_frame(H2_HEADERS, H2_END_STREAM | H2_END_HEADERS, stream, &block)
                 .await?;
             let mut response = H2Response {
                 header_block: Vec::new(),
@@ -1133,10 +1118,10 @@ impl H2Conn {
                 let (kind, flags, id, payload) = self.read_frame().await?;
                 match kind {
                     H2_SETTINGS if flags & H2_ACK == 0 => {
-                        self.write_frame(H2_SETTINGS, H2_ACK, 0, &[]).await?
+                        self.send_frame(H2_SETTINGS, H2_ACK, 0, &[]).await?
                     }
                     H2_PING if flags & H2_ACK == 0 => {
-                        self.write_frame(H2_PING, H2_ACK, 0, &payload).await?
+                        self.send_frame(H2_PING, H2_ACK, 0, &payload).await?
                     }
                     H2_GOAWAY => {
                         return Err(io::Error::new(
