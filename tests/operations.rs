@@ -1512,6 +1512,55 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_idle_keep_alive_connections_at_once() {
+    let data = echo("data").await;
+    let mut gw = Proc::start(&format!(
+        "{}\n[[routes]]\nname = \"data\"\npath_prefix = \"/d\"\nupstream = \"data\"\n",
+        upstream("data", data.local_addr(), "")
+    ))
+    .await;
+    let tcp = TcpStream::connect(("127.0.0.1", gw.ops_port()))
+        .await
+        .expect("connect to the ops listener");
+    let mut idle = HttpConn::new(tcp);
+    let keep_alive = "GET /d/one HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let first = idle
+        .send(keep_alive.as_bytes())
+        .await
+        .expect("first request");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_ne!(
+        first.header("connection"),
+        Some("close"),
+        "a keep-alive answer"
+    );
+
+    gw.signal("TERM");
+    let terminated = Instant::now();
+    // The grace period (5 s) is for requests in flight; an idle connection
+    // has none, so it is closed as soon as the gateway starts to stop.
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(3), idle.stream.read(&mut buf))
+        .await
+        .expect("an idle keep-alive connection stayed open 3 s after SIGTERM");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the idle connection got bytes instead of being closed: {:?}",
+        read.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "postern still running {:?} after SIGTERM",
+                terminated.elapsed()
+            )
+        });
+    assert_eq!(status.code(), Some(0), "postern exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_upstream_fails_fast_with_json_and_recovers_on_return() {
     let data = echo("data").await;
     let address = data.local_addr();

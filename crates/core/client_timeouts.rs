@@ -20,6 +20,10 @@
 //! `request_filter` stops the clock once a head has been read, and `logging`
 //! starts it again for the next request. Request bodies are bounded per read
 //! by `client_body_timeout` (Pingora's downstream read timeout).
+//!
+//! [`ClientStream::wait_for_request`] lets `connections` wait for an HTTP/1
+//! request's first byte before Pingora builds a session for it, so an idle
+//! keep-alive connection holds no request state (see `connections`).
 
 use std::future::Future;
 use std::io;
@@ -125,11 +129,14 @@ pub struct ClientStream {
     inner: Stream,
     clock: Arc<HeadClock>,
     timer: Pin<Box<Sleep>>,
+    /// The first byte of a request, read by `wait_for_request` and handed
+    /// out again by the next read.
+    first_byte: Option<u8>,
 }
 
 impl ClientStream {
     /// Wraps a freshly accepted (and, on TLS, handshaken) connection.
-    pub fn wrap(inner: Stream, timeouts: &ClientTimeouts) -> Stream {
+    pub fn wrap(inner: Stream, timeouts: &ClientTimeouts) -> Box<ClientStream> {
         let until = Instant::now() + timeouts.header;
         let phase = if matches!(inner.selected_alpn_proto(), Some(ALPN::H2)) {
             Phase::Preface {
@@ -143,7 +150,25 @@ impl ClientStream {
             inner,
             clock: Arc::new(HeadClock::new(phase)),
             timer: Box::pin(tokio::time::sleep_until(until)),
+            first_byte: None,
         })
+    }
+
+    /// Waits, under the connection's deadline, until the client sends the
+    /// first byte of a request, which the next read returns. `Ok(false)`:
+    /// the client closed the connection instead.
+    pub async fn wait_for_request(&mut self) -> io::Result<bool> {
+        if self.first_byte.is_some() {
+            return Ok(true);
+        }
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_read(cx, &mut buf)).await?;
+        let Some(&first) = buf.filled().first() else {
+            return Ok(false);
+        };
+        self.first_byte = Some(first);
+        Ok(true)
     }
 
     /// The clock of a connection this module wrapped, if `stream` is one.
@@ -163,6 +188,12 @@ impl AsyncRead for ClientStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() > 0 {
+            if let Some(first) = this.first_byte.take() {
+                buf.put_slice(&[first]);
+                return Poll::Ready(Ok(()));
+            }
+        }
         if let Some(deadline) = this.clock.deadline() {
             if this.timer.deadline() != deadline {
                 this.timer.as_mut().reset(deadline);
@@ -278,6 +309,10 @@ impl GetSocketDigest for ClientStream {
 #[async_trait]
 impl Peek for ClientStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if self.first_byte.is_some() {
+            // The socket no longer starts where the client's bytes do.
+            return Ok(false);
+        }
         // Peeked bytes are read again later; the clock counts them then.
         self.inner.try_peek(buf).await
     }
