@@ -212,6 +212,22 @@ async fn scrape_at(port: u16, path: &str) -> String {
     response.text()
 }
 
+/// Scrapes until `settled` holds for the exposition, or 2 s pass, and
+/// returns the last scrape. A request is counted by the `logging` hook, which
+/// Pingora runs after the response has gone out, so a client that scrapes at
+/// once can be a moment ahead of the counters; the caller then asserts the
+/// exact figures on what this returns.
+async fn scrape_settled(port: u16, path: &str, settled: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let text = scrape_at(port, path).await;
+        if settled(&text) || Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------
@@ -778,9 +794,6 @@ allow = ["loopback"]
     assert_gateway_error(&response, 502, "bad_gateway", Some("broken"));
     assert_eq!(data.requests_seen(), 4, "3 open + 1 authorised private");
 
-    let text = scrape_at(gw.plain_port, "/metrics").await;
-    let all = samples(&text);
-
     // Exactly these series for the routes the traffic used, with exact counts.
     let mut expected: BTreeMap<(String, String), f64> = BTreeMap::new();
     for (route, code, count) in [
@@ -793,6 +806,16 @@ allow = ["loopback"]
     ] {
         expected.insert((route.to_string(), code.to_string()), count);
     }
+    let counted = |text: &str| {
+        let total: f64 = series(&samples(text), "postern_requests_total", &[])
+            .iter()
+            .filter(|s| s.labels.get("route").map(String::as_str) != Some("metrics"))
+            .map(|s| s.value)
+            .sum();
+        total
+    };
+    let text = scrape_settled(gw.plain_port, "/metrics", |text| counted(text) >= 10.0).await;
+    let all = samples(&text);
     let mut seen: BTreeMap<(String, String), f64> = BTreeMap::new();
     for sample in series(&all, "postern_requests_total", &[]) {
         let route = sample.labels.get("route").cloned().unwrap_or_default();
@@ -961,7 +984,18 @@ allow = ["loopback"]
     assert_gateway_error(&response, 403, "forbidden", Some("metrics-locked"));
 
     // The refusals are counted like any other answer.
-    let all = samples(&scrape_at(gw.plain_port, "/metrics").await);
+    let locked_refusals = |text: &str| {
+        value(
+            &samples(text),
+            "postern_requests_total",
+            &[("code", "403"), ("route", "metrics-locked")],
+        )
+    };
+    let text = scrape_settled(gw.plain_port, "/metrics", |text| {
+        locked_refusals(text) == Some(2.0)
+    })
+    .await;
+    let all = samples(&text);
     assert_eq!(
         value(
             &all,
