@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -580,17 +580,27 @@ impl Proc {
     }
 
     /// Waits for the process to exit, up to `limit`.
-    async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+    /// Asserts the process exits, with status 0, within `limit`; `after`
+    /// says what should have stopped it.
+    async fn assert_exits_zero(&mut self, limit: Duration, after: &str) {
         let deadline = Instant::now() + limit;
-        loop {
+        let status = loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
+                break status;
             }
-            if Instant::now() > deadline {
-                return None;
-            }
+            assert!(
+                Instant::now() <= deadline,
+                "postern still running {limit:?} after {after}:\n{}",
+                self.stderr()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "postern exited with {status} after {after}:\n{}",
+            self.stderr()
+        );
     }
 }
 
@@ -806,13 +816,12 @@ allow = ["loopback"]
     ] {
         expected.insert((route.to_string(), code.to_string()), count);
     }
-    let counted = |text: &str| {
-        let total: f64 = series(&samples(text), "postern_requests_total", &[])
+    let counted = |text: &str| -> f64 {
+        series(&samples(text), "postern_requests_total", &[])
             .iter()
             .filter(|s| s.labels.get("route").map(String::as_str) != Some("metrics"))
             .map(|s| s.value)
-            .sum();
-        total
+            .sum()
     };
     let text = scrape_settled(gw.plain_port, "/metrics", |text| counted(text) >= 10.0).await;
     let all = samples(&text);
@@ -1517,7 +1526,6 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
         .expect("slow upstream running");
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.signal("TERM");
-    let terminated = Instant::now();
 
     let response = in_flight
         .await
@@ -1531,18 +1539,8 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     );
 
     // Grace period 5 s, plus a margin for a loaded machine.
-    let status = gw.wait_exit(Duration::from_secs(10)).await;
-    let status = status.unwrap_or_else(|| {
-        panic!(
-            "postern still running {:?} after SIGTERM",
-            terminated.elapsed()
-        )
-    });
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "postern exited with {status} after SIGTERM"
-    );
+    gw.assert_exits_zero(Duration::from_secs(10), "SIGTERM")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1570,9 +1568,9 @@ async fn sigterm_closes_idle_keep_alive_connections_at_once() {
     );
 
     gw.signal("TERM");
-    let terminated = Instant::now();
     // The grace period (5 s) is for requests in flight; an idle connection
-    // has none, so it is closed as soon as the gateway starts to stop.
+    // has none, so it is closed as the gateway starts to stop (after a
+    // 250 ms last call for a request already on its way).
     let mut buf = [0u8; 256];
     let read = tokio::time::timeout(Duration::from_secs(3), idle.stream.read(&mut buf))
         .await
@@ -1582,16 +1580,8 @@ async fn sigterm_closes_idle_keep_alive_connections_at_once() {
         "the idle connection got bytes instead of being closed: {:?}",
         read.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
     );
-    let status = gw
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "postern still running {:?} after SIGTERM",
-                terminated.elapsed()
-            )
-        });
-    assert_eq!(status.code(), Some(0), "postern exited with {status}");
+    gw.assert_exits_zero(Duration::from_secs(10), "SIGTERM")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1866,21 +1856,8 @@ async fn upgrade_hands_the_sockets_over_without_failing_a_request() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // ... and the old one drains and exits cleanly.
-    let status = old
-        .wait_exit(Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "the old gateway did not exit after SIGQUIT:\n{}",
-                old.stderr()
-            )
-        });
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "old gateway exited with {status}:\n{}",
-        old.stderr()
-    );
+    old.assert_exits_zero(Duration::from_secs(30), "SIGQUIT (upgrade)")
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
 

@@ -9,7 +9,7 @@
 //!
 //! HTTP/1 connections are served request by request here rather than in
 //! Pingora's own keep-alive loop, for memory: Pingora allocates a request's
-//! whole proxy state (a 14.5 KB future and a 4 KB header buffer) before the
+//! whole proxy state (a 14.6 KB future and a 4 KB header buffer) before the
 //! request's first byte arrives, so every idle keep-alive connection would
 //! hold it. Here a session is built only once the client has started a
 //! request; otherwise the loop is Pingora's (`HttpServerApp for T` in
@@ -68,8 +68,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
         mut client: Box<ClientStream>,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // What a request leaves for the next one on the connection; Pingora's
+        // proxy always hands it back with a reusable stream.
         let mut carried: Option<HttpPersistentSettings> = None;
-        let mut first = true;
         loop {
             if !next_request_started(&mut client, shutdown).await {
                 return None;
@@ -77,7 +78,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
             let mut session = ServerSession::new_http1(client);
             match carried.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
-                None if first => {
+                None => {
                     let keepalive = (!*shutdown.borrow()).then_some(PINGORA_KEEPALIVE_SECONDS);
                     session.set_keepalive(keepalive);
                     session.set_keepalive_reuses_remaining(
@@ -86,9 +87,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
                             .and_then(|o| o.keepalive_request_limit),
                     );
                 }
-                None => {}
             }
-            first = false;
             let reused = self.inner.process_new_http(session, shutdown).await?;
             let (stream, settings) = reused.consume();
             carried = settings;
@@ -102,27 +101,42 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
 /// close_notify) to a client that is not reading.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a connection that is idle when the gateway starts to stop may
+/// still start a request. A keep-alive client sends its next request as soon
+/// as it has read a response; closing the connection at once would cross
+/// that request, which then fails. Served now, it is answered with
+/// `Connection: close` (Pingora ends keep-alive once shutdown has begun).
+const LAST_CALL: Duration = Duration::from_millis(250);
+
 /// Waits for the client to start its next request. `false`: it closed the
 /// connection or broke it, or the connection is being closed because a
 /// client timeout passed or the gateway is shutting down (an idle
 /// connection has nothing left to finish).
 async fn next_request_started(client: &mut ClientStream, shutdown: &ShutdownWatch) -> bool {
     let mut stopping = shutdown.clone();
-    let close_why = tokio::select! {
+    let waited = tokio::select! {
         biased;
-        started = client.wait_for_request(), if !*shutdown.borrow() => match started {
-            Ok(started) => return started,
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => e.to_string(),
-            Err(e) => {
-                log::debug!("client connection broke while idle: {e}");
-                return false;
-            }
-        },
-        _ = stopping.wait_for(|stopping| *stopping) => "the gateway is shutting down".to_owned(),
+        started = client.wait_for_request() => started,
+        () = async { drop(stopping.wait_for(|stopping| *stopping).await) } => {
+            tokio::time::timeout(LAST_CALL, client.wait_for_request())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "the gateway is shutting down"))
+                })
+        }
     };
-    log::debug!("closing an idle client connection: {close_why}");
-    let _ = tokio::time::timeout(CLOSE_GRACE, Shutdown::shutdown(client)).await;
-    false
+    match waited {
+        Ok(started) => started,
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            log::debug!("closing an idle client connection: {e}");
+            let _ = tokio::time::timeout(CLOSE_GRACE, Shutdown::shutdown(client)).await;
+            false
+        }
+        Err(e) => {
+            log::debug!("client connection broke while idle: {e}");
+            false
+        }
+    }
 }
 
 #[async_trait]
