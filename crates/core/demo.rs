@@ -114,6 +114,18 @@ pub fn run(config_path: &Path) -> ExitCode {
         return ExitCode::from(1);
     };
     let base_dir = config_path.parent().unwrap_or(Path::new("."));
+    let taken = taken_ports(&snapshot.config);
+    if !taken.is_empty() {
+        for (addr, what, e) in &taken {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                eprintln!("postern demo: {addr} ({what}) is taken");
+            } else {
+                eprintln!("postern demo: {addr} ({what}) cannot be bound: {e}");
+            }
+        }
+        eprintln!("  help: stop whatever listens there (another `postern demo`? a real Domino REST API?), or change the listener addresses in {}", config_path.display());
+        return ExitCode::from(1);
+    }
     let issuer = match DevIssuer::load(&base_dir.join(TOKEN_KEY)) {
         Ok(issuer) => Arc::new(issuer),
         Err(e) => {
@@ -147,23 +159,60 @@ pub fn run(config_path: &Path) -> ExitCode {
     crate::serve(snapshot, false)
 }
 
-/// What to try, one curl line each, with the status it gets.
+/// Every address the demo would listen on that something else holds, and
+/// what the demo wanted it for; checked before anything starts or prints.
+fn taken_ports(config: &postern_config::Config) -> Vec<(SocketAddr, String, std::io::Error)> {
+    let backends = BACKENDS.iter().map(|(port, name)| {
+        (
+            SocketAddr::from(([127, 0, 0, 1], *port)),
+            format!("the stand-in {name} backend"),
+        )
+    });
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| (l.address, format!("listener {:?}", l.name)));
+    backends
+        .chain(listeners)
+        .filter_map(|(addr, what)| {
+            std::net::TcpListener::bind(addr)
+                .err()
+                .map(|e| (addr, what, e))
+        })
+        .collect()
+}
+
+/// `path` for a shell line, absolute so the line works from any directory.
+fn shell_path(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let text = path.display().to_string();
+    let plain = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c));
+    if plain {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+/// What to try, one curl line each, with the status it gets. `curl -i`
+/// shows the status line (and headers such as WWW-Authenticate) first.
 fn print_tour(config: &postern_config::Config, base_dir: &Path) {
     println!("postern demo: stand-in Domino REST API backends on 127.0.0.1:8880 (data, with a development token issuer), :8886 (health), :8889 (management), :8890 (metrics), :8881 (the Domino HTTP task)");
-    let ca = base_dir.join("certs/dev-ca.pem");
+    let ca = shell_path(&base_dir.join("certs/dev-ca.pem"));
     if let Some(https) = config
         .listeners
         .iter()
         .find(|l| l.kind == ListenerKind::Tls)
     {
-        let c = format!(
-            "curl -s --cacert {} https://localhost:{}",
-            ca.display(),
-            https.address.port()
-        );
+        let port = https.address.port();
+        let c = format!("curl -si --cacert {ca} https://localhost:{port}");
+        // The login line's body is the token, so no -i there.
+        let login = format!("curl -s --cacert {ca} https://localhost:{port}");
         println!("Try, in another terminal (each backend answers with JSON saying who it is and what it received):");
         println!("  {c}/api/v1/scopes   # 401 the REST API needs a token");
-        println!("  TOKEN=$({c}{LOGIN_PATH} -H 'Content-Type: application/json' -d '{{\"username\":\"alice\",\"password\":\"{DEMO_PASSWORD}\"}}' | sed 's/.*\"bearer\":\"\\([^\"]*\\)\".*/\\1/')   # log in as Domino's /api/v1/auth does");
+        println!("  TOKEN=$({login}{LOGIN_PATH} -H 'Content-Type: application/json' -d '{{\"username\":\"alice\",\"password\":\"{DEMO_PASSWORD}\"}}' | sed 's/.*\"bearer\":\"\\([^\"]*\\)\".*/\\1/')   # log in as Domino's /api/v1/auth does");
         println!("  {c}/api/v1/scopes -H \"Authorization: Bearer $TOKEN\"   # 200 a valid JWT reaches the data backend (8880)");
         println!(
             "  {c}/keep/x -H \"Authorization: Bearer $TOKEN.x\"   # 401 a tampered token does not"
@@ -188,7 +237,7 @@ fn print_tour(config: &postern_config::Config, base_dir: &Path) {
         .find(|l| l.kind == ListenerKind::RedirectHttps)
     {
         println!(
-            "  curl -s http://localhost:{}/api/x   # 308 to https",
+            "  curl -si http://localhost:{}/api/x   # 308 to https",
             redirect.address.port()
         );
     }
@@ -199,7 +248,7 @@ fn print_tour(config: &postern_config::Config, base_dir: &Path) {
         })
     };
     if let Some(ops) = config.listeners.iter().find(|l| l.name == "ops") {
-        let c = format!("curl -s http://localhost:{}", ops.address.port());
+        let c = format!("curl -si http://localhost:{}", ops.address.port());
         if let Some(prefix) = service_route(Service::Health) {
             println!("  {c}{prefix}   # 200 the gateway's health, with each upstream up or down");
         }
