@@ -1,8 +1,9 @@
 //! `postern`: a TLS-terminating gateway for multi-port backends, on Pingora.
 //!
-//! The commands are the user-facing contract in `shared/spec/gateway.md`:
-//! `run`, `check` and `demo`. `run` and `check` load configuration through the
-//! same path, so whatever `check` accepts, `run` serves.
+//! The commands are the user-facing contract documented in README.md and
+//! docs/configuration.md: `run`, `check`, `demo` and `hash-password`. `run`
+//! and `check` load configuration through the same path, so whatever `check`
+//! accepts, `run` serves.
 
 mod access_log;
 mod client_hello;
@@ -10,6 +11,7 @@ mod client_timeouts;
 mod connections;
 mod demo;
 mod health;
+mod logging;
 mod metrics;
 mod proxy;
 mod reload;
@@ -89,7 +91,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    logging::init();
     // rustls panics at the first handshake if no process-wide provider is
     // set; Pingora builds its TLS configurations from this one.
     let _ = tls::crypto_provider().install_default();
