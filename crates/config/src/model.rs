@@ -1,5 +1,5 @@
 //! The typed configuration: what `gateway.toml` means once it has been read,
-//! layered and checked. Names follow `shared/spec/gateway.md`.
+//! layered and checked. Names follow the reference in docs/configuration.md.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
