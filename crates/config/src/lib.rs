@@ -7,11 +7,17 @@
 //! possible, the fix. Nothing here touches the network or Pingora, so `postern
 //! check` and the gateway read configuration through exactly the same code.
 
+mod cross;
 pub mod diag;
 pub mod duration;
+mod fields;
+mod layers;
 mod load;
 pub mod model;
+mod sections;
 pub mod size;
+#[cfg(test)]
+mod testing;
 mod tree;
 
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};

@@ -70,14 +70,70 @@ pub struct ClientTimeouts {
 impl Default for ClientTimeouts {
     fn default() -> Self {
         ClientTimeouts {
-            header: Duration::from_secs(10),
-            body: Duration::from_secs(60),
-            keepalive: Duration::from_secs(60),
+            header: DEFAULT_CLIENT_HEADER_TIMEOUT,
+            body: DEFAULT_CLIENT_BODY_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE_TIMEOUT,
         }
     }
 }
 
+// Defaults for what `gateway.toml` leaves out. The readers take them from
+// here and nowhere else, so docs/configuration.md has one place to agree with.
+
+/// `[gateway] threads`.
+pub const DEFAULT_THREADS: usize = 2;
+/// `[gateway] max_header_size`: request line plus headers.
+pub const DEFAULT_MAX_HEADER_SIZE: u64 = 32 * 1024;
+/// `[gateway] upgrade_socket`.
 pub const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/postern-upgrade.sock";
+/// `[gateway] client_header_timeout`.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[gateway] client_body_timeout`.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[gateway] keepalive_timeout`.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `[tls] min_version`.
+pub const DEFAULT_TLS_MIN_VERSION: TlsVersion = TlsVersion::Tls12;
+
+/// `[upstreams.NAME] connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// `[upstreams.NAME] read_timeout`.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[upstreams.NAME] write_timeout`.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[upstreams.NAME] idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[upstreams.NAME.health] interval`.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// `[upstreams.NAME.health] timeout`.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// `[upstreams.NAME.health] healthy_threshold`.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+/// `[upstreams.NAME.health] unhealthy_threshold`.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+
+/// `[auth.NAME] leeway` (jwt): clock skew tolerated on exp and nbf.
+pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(60);
+/// `[auth.NAME] refresh_interval` (jwt).
+pub const DEFAULT_JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// `[auth.NAME] refetch_cooldown` (jwt).
+pub const DEFAULT_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+/// `[auth.NAME] algorithms` (jwt) with public keys.
+pub const DEFAULT_JWT_ALGORITHM: &str = "RS256";
+/// `[auth.NAME] algorithms` (jwt) with `secret_env`.
+pub const DEFAULT_JWT_HMAC_ALGORITHM: &str = "HS256";
+/// `[auth.NAME] max_failures` (basic).
+pub const DEFAULT_MAX_FAILURES: u32 = 5;
+/// `[auth.NAME] backoff_initial` (basic).
+pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// `[auth.NAME] backoff_max` (basic).
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(900);
+/// `[auth.NAME] cache_ttl` (basic).
+pub const DEFAULT_AUTH_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// `[[routes]] path_prefix`.
+pub const DEFAULT_PATH_PREFIX: &str = "/";
 
 /// Where the one-JSON-line-per-request access log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
