@@ -96,3 +96,96 @@ async fn one_json_line_per_request_without_secrets() {
         assert!(!everything.contains(secret), "{secret} was logged");
     }
 }
+
+/// The stderr lines of `target` that say `refused STATUS`, waiting briefly
+/// for the gateway to write them.
+async fn refusal_lines(gw: &Gateway, status: u16) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines: Vec<String> = gw
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("postern::policy") && l.contains(&format!("refused {status} ")))
+            .map(str::to_string)
+            .collect();
+        if !lines.is_empty() || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_log_lines_name_the_client_address() {
+    let data = echo("data").await;
+    let gw = Gateway::start(format!(
+        "{}\n[[routes]]\nname = \"api\"\nupstream = \"data\"\n",
+        upstream("data", data.local_addr(), "")
+    ))
+    .await;
+    // Refused before any route is chosen: the path, then the certificate.
+    let bad_path = gw.get("api.example.com", "/a/%2f/b").await;
+    assert_eq!(bad_path.status, 400);
+    let misdirected = gw
+        .send("api.example.com", support::get("other.example.org", "/x"))
+        .await;
+    assert_eq!(misdirected.status, 421);
+    for status in [400, 421] {
+        let lines = refusal_lines(&gw, status).await;
+        assert_eq!(lines.len(), 1, "one refusal line for {status}: {lines:?}");
+        assert!(
+            lines[0].contains(" client=127.0.0.1 "),
+            "the {status} refusal names the client: {}",
+            lines[0]
+        );
+    }
+    assert_eq!(data.requests_seen(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_starts_tls_is_not_logged_as_an_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = echo("data").await;
+    let gw = Gateway::start(format!(
+        "{}\n[[routes]]\nname = \"api\"\nupstream = \"data\"\n",
+        upstream("data", data.local_addr(), "")
+    ))
+    .await;
+    // A load balancer's TCP check: connect, close, no byte sent.
+    for _ in 0..3 {
+        let probe = tokio::net::TcpStream::connect(("127.0.0.1", gw.tls_port))
+            .await
+            .expect("connect");
+        drop(probe);
+    }
+    // Plain HTTP on the TLS port: the client's mistake, worth an INFO line.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", gw.tls_port))
+        .await
+        .expect("connect");
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut rest)).await;
+    // A request that works, so the log has caught up with the probes.
+    assert_eq!(gw.get("api.example.com", "/x").await.status, 200);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut stderr = gw.stderr();
+    while !stderr.contains("postern::tls") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stderr = gw.stderr();
+    }
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(
+        errors.is_empty(),
+        "nothing here is the gateway's error: {errors:#?}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.contains(" INFO ")
+            && l.contains("postern::tls")
+            && l.contains("corrupt message")),
+        "the plain-HTTP client is logged at INFO:\n{stderr}"
+    );
+}

@@ -539,6 +539,13 @@ impl ProxyHttp for Gateway {
             }
             Err(refusal) => {
                 ctx.refusal = Some(refusal.reason.into());
+                // Refused before the forwarding chain was read: the peer.
+                let client = ctx.client.or_else(|| {
+                    session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| source::unmap(a.ip()))
+                });
                 log::info!(
                     target: "postern::policy",
                     "refused {} {}: {} (listener={} route={} client={} request_id={})",
@@ -547,7 +554,7 @@ impl ProxyHttp for Gateway {
                     refusal.reason,
                     self.listener,
                     ctx.route_name().unwrap_or("-"),
-                    ctx.client.map_or_else(|| "-".to_string(), |c| c.to_string()),
+                    client.map_or_else(|| "-".to_string(), |c| c.to_string()),
                     ctx.request_id,
                 );
                 self.answer(session, ctx, refusal.kind).await?;
