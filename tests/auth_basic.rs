@@ -1067,3 +1067,119 @@ auth = "ops"
     env.refused("control: no credentials on the auth-only route", MGMT, &[])
         .await;
 }
+
+// ---------------------------------------------------------------------------
+// Backoff per user name, with a ceiling per source
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credentials_get_the_challenge_during_backoff() {
+    let hash = bcrypt_hash("admin", PASSWORD);
+    let env = BasicEnv::ops(
+        &format!("users = {{ admin = '{hash}' }}"),
+        r#"max_failures = 3
+backoff_initial = "30s""#,
+    )
+    .await;
+    for i in 1..=3 {
+        env.refused_auth(
+            &format!("wrong password #{i}"),
+            MGMT,
+            &basic("admin", "wrong"),
+        )
+        .await;
+    }
+    env.backed_off(
+        "right password after 3 failures",
+        MGMT,
+        &basic("admin", PASSWORD),
+    )
+    .await;
+    // A request without credentials costs no hashing: the browser gets the
+    // challenge it needs to ask for a password, not 429.
+    env.refused("no credentials while admin backs off", MGMT, &[])
+        .await;
+    env.backed_off("admin still backs off", MGMT, &basic("admin", PASSWORD))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_backing_off_does_not_block_another_from_the_same_address() {
+    let admin_hash = bcrypt_hash("admin", PASSWORD);
+    let metrics_password = "scrape me";
+    let metrics_hash = bcrypt_hash("metrics", metrics_password);
+    let env = BasicEnv::ops(
+        &format!("users = {{ admin = '{admin_hash}', metrics = '{metrics_hash}' }}"),
+        r#"max_failures = 3
+backoff_initial = "30s""#,
+    )
+    .await;
+    // Every request comes from 127.0.0.1: one address, as behind a NAT.
+    for i in 1..=3 {
+        env.refused_auth(
+            &format!("admin mistypes #{i}"),
+            MGMT,
+            &basic("admin", "wrong"),
+        )
+        .await;
+    }
+    let retry = env
+        .backed_off("admin after 3 failures", MGMT, &basic("admin", PASSWORD))
+        .await;
+    assert!(
+        (29..=30).contains(&retry),
+        "Retry-After {retry} for backoff_initial = 30s"
+    );
+
+    env.accepted(
+        "metrics from the same address",
+        MGMT,
+        &basic("metrics", metrics_password),
+    )
+    .await;
+    // metrics has a count of its own: a mistake is a 401, not admin's 429.
+    env.refused_auth("metrics mistypes once", MGMT, &basic("metrics", "wrong"))
+        .await;
+    env.accepted("metrics again", MGMT, &basic("metrics", metrics_password))
+        .await;
+    env.backed_off("admin still backs off", MGMT, &basic("admin", PASSWORD))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_user_names_from_one_address_meet_the_source_ceiling() {
+    let hash = bcrypt_hash("admin", PASSWORD);
+    let env = BasicEnv::ops(
+        &format!("users = {{ admin = '{hash}' }}"),
+        r#"max_failures = 2
+backoff_initial = "30s""#,
+    )
+    .await;
+    // A spray: one guess each for many names. No name reaches
+    // max_failures = 2, but the address reaches 4 × 2 = 8 failures.
+    let names = [
+        "admin", "root", "ops", "monitor", "backup", "deploy", "guest", "test",
+    ];
+    for name in names {
+        env.refused_auth(
+            &format!("one guess for {name}"),
+            MGMT,
+            &basic(name, "Winter2026!"),
+        )
+        .await;
+    }
+    for (case, authorization) in [
+        ("a ninth name", basic("support", "Winter2026!")),
+        ("a name already tried", basic("root", "Summer2026!")),
+        ("admin with the right password", basic("admin", PASSWORD)),
+        ("malformed credentials", "Basic !!!".to_string()),
+    ] {
+        let retry = env.backed_off(case, MGMT, &authorization).await;
+        assert!(
+            (29..=30).contains(&retry),
+            "{case}: Retry-After {retry} for backoff_initial = 30s"
+        );
+    }
+    env.refused("no credentials while the address backs off", MGMT, &[])
+        .await;
+}

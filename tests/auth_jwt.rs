@@ -1577,3 +1577,249 @@ refetch_cooldown = "30s""#,
     env.accepted_bearer("key A after the flood", API, &key_a().sign(&env.claims()))
         .await;
 }
+
+// ---------------------------------------------------------------------------
+// Key use: key_ops, withdrawn keys, kids for another algorithm
+// ---------------------------------------------------------------------------
+
+/// `key`'s public JWK with these fields replaced (or added); a `null`
+/// removes the field.
+fn jwk_with(key: &TestKey, changes: Value) -> Value {
+    with(key.jwk(), changes)
+}
+
+/// The `error_description` of a refusal's Bearer challenge.
+fn error_description(response: &Response) -> String {
+    let challenge = response.header("www-authenticate").unwrap_or_default();
+    challenge
+        .split_once("error_description=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(description, _)| description.to_string())
+        .unwrap_or_else(|| panic!("no error_description in {challenge:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_keys_whose_key_ops_lack_verify_verify_nothing() {
+    let env = JwtEnv::start(
+        json!({ "keys": [
+            // RFC 7517 §4.3: key_ops lists every operation the key is for.
+            jwk_with(&key_a(), json!({ "use": null, "key_ops": ["encrypt"] })),
+            jwk_with(&key_c(), json!({ "key_ops": ["sign"] })),
+            jwk_with(&key_ec(), json!({ "use": null, "key_ops": [] })),
+            jwk_with(&key_b(), json!({ "use": null, "key_ops": ["verify"] })),
+        ]}),
+        r#"algorithms = ["RS256", "ES256"]"#,
+        "",
+    )
+    .await;
+    for (case, token) in [
+        ("key A, key_ops [\"encrypt\"]", key_a().sign(&env.claims())),
+        (
+            "key C, use \"sig\" but key_ops [\"sign\"]",
+            key_c().sign(&env.claims()),
+        ),
+        ("EC key, key_ops []", key_ec().sign(&env.claims())),
+    ] {
+        let response = env.bearer(API, &token).await;
+        assert_bearer_refusal(&response, API, Challenge::Invalid, case);
+        assert_eq!(
+            error_description(&response),
+            "key is not for verifying",
+            "{case}"
+        );
+    }
+    assert_eq!(env.data.requests_seen(), 0, "a refused token was forwarded");
+    env.accepted_bearer(
+        "control: key B, key_ops [\"verify\"]",
+        API,
+        &key_b().sign(&env.claims()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_jwk_set_file_honours_key_ops() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jwks_path = dir.path().join("jwks.json");
+    let jwks = json!({ "keys": [
+        jwk_with(&key_a(), json!({ "use": null, "key_ops": ["encrypt", "wrapKey"] })),
+        jwk_with(&key_b(), json!({ "use": null, "key_ops": ["sign", "verify"] })),
+    ]});
+    std::fs::write(&jwks_path, jwks.to_string()).expect("write jwks.json");
+    let data = echo("data").await;
+    let gw = Gateway::start(format!(
+        r#"{upstream}
+[auth.file]
+type = "jwt"
+keys = ['{jwks}']
+audiences = ["{AUDIENCE}"]
+
+[[routes]]
+name = "file"
+host = "{HOST}"
+path_prefix = "/file"
+upstream = "data"
+auth = "file"
+"#,
+        upstream = upstream("data", data.local_addr(), ""),
+        jwks = jwks_path.display(),
+    ))
+    .await;
+    let route = Route {
+        target: "/file/x",
+        name: "file",
+        realm: "file",
+    };
+    let send = |token: String| {
+        let auth = format!("Bearer {token}");
+        let gw = &gw;
+        async move {
+            gw.send(
+                HOST,
+                request("GET", HOST, route.target, &[("Authorization", &auth)], b""),
+            )
+            .await
+        }
+    };
+    let claims = || good_claims("https://idp.example.com");
+
+    let case = "key A, whose key_ops lack verify";
+    let response = send(key_a().sign(&claims())).await;
+    assert_bearer_refusal(&response, route, Challenge::Invalid, case);
+    assert_eq!(error_description(&response), "key is not for verifying");
+    assert_eq!(data.requests_seen(), 0, "{case}: reached the upstream");
+
+    send(key_b().sign(&claims())).await.echo();
+    assert_eq!(data.requests_seen(), 1, "control: key B verifies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_key_is_refused_after_the_next_refresh() {
+    let env = JwtEnv::start(
+        jwk_set(&[&key_a(), &key_b()]),
+        r#"refresh_interval = "1s"
+refetch_cooldown = "30s""#,
+        "",
+    )
+    .await;
+    let token_a = key_a().sign(&env.claims());
+    let token_b = key_b().sign(&env.claims());
+    env.accepted_bearer("token A", API, &token_a).await;
+    env.accepted_bearer("token B", API, &token_b).await;
+    let before = env
+        .idp
+        .settled_jwks_fetches(Duration::from_millis(300))
+        .await;
+
+    // Key A is withdrawn (say, compromised). Until the gateway's next
+    // refresh, token A is still served from the cache of verified tokens.
+    env.idp.set_jwks(jwk_set(&[&key_b()]));
+    let withdrawn = Instant::now();
+    env.accepted_bearer("token A, before the refresh", API, &token_a)
+        .await;
+
+    // The same token, again and again: only the refresh may change the answer.
+    let refused = loop {
+        let before_request = env.data.requests_seen();
+        let response = env.bearer(API, &token_a).await;
+        if response.status != 200 {
+            assert_eq!(env.data.requests_seen(), before_request);
+            break response;
+        }
+        assert!(
+            withdrawn.elapsed() < Duration::from_secs(10),
+            "token A was still accepted 10 s after its key left the JWK Set \
+             (refresh_interval = 1s); JWKS fetches: {} before, {} now",
+            before,
+            env.idp.jwks_fetches()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_bearer_refusal(
+        &refused,
+        API,
+        Challenge::Invalid,
+        "token A after the refresh",
+    );
+    assert_eq!(error_description(&refused), "unknown key id");
+    assert!(
+        env.idp.jwks_fetches() > before,
+        "token A was refused without a JWKS fetch"
+    );
+    env.refused_bearer("token A, once more", API, &token_a)
+        .await;
+    env.accepted_bearer("token B, its key still published", API, &token_b)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kid_for_another_algorithm_is_refused_without_a_refetch() {
+    let env = JwtEnv::start(
+        json!({ "keys": [
+            key_a().jwk(),
+            key_ec().jwk(),
+            // Key B for RS384 only.
+            jwk_with(&key_b(), json!({ "alg": "RS384" })),
+            // An EC key that claims an RSA algorithm.
+            jwk_with(&key_ec().with_kid("ec-says-rs256"), json!({ "alg": "RS256" })),
+        ]}),
+        r#"refresh_interval = "1h"
+refetch_cooldown = "30s""#,
+        "",
+    )
+    .await;
+    env.accepted_bearer("key A", API, &key_a().sign(&env.claims()))
+        .await;
+    let before = env
+        .idp
+        .settled_jwks_fetches(Duration::from_millis(300))
+        .await;
+    let claims = env.claims();
+    for (case, token) in [
+        (
+            "RS256 token whose kid names the EC key",
+            key_a().sign_as(Algorithm::RS256, Some("key-ec"), &claims),
+        ),
+        (
+            "RS256 token whose kid names an RS384 key",
+            key_b().sign(&claims),
+        ),
+        (
+            "RS256 token whose kid names an EC key that says RS256",
+            key_a().sign_as(Algorithm::RS256, Some("ec-says-rs256"), &claims),
+        ),
+    ] {
+        let response = env.bearer(API, &token).await;
+        assert_bearer_refusal(&response, API, Challenge::Invalid, case);
+        assert_eq!(
+            error_description(&response),
+            "algorithm does not fit the key",
+            "{case}"
+        );
+    }
+    assert_eq!(env.data.requests_seen(), 1, "a refused token was forwarded");
+    assert_eq!(
+        env.idp
+            .settled_jwks_fetches(Duration::from_millis(300))
+            .await,
+        before,
+        "a kid the JWK Set publishes (for another algorithm) cost a JWKS fetch"
+    );
+
+    // Control: a kid the set does not publish is worth one refetch.
+    let response = env
+        .bearer(
+            API,
+            &key_a().sign_as(Algorithm::RS256, Some("rotated"), &claims),
+        )
+        .await;
+    assert_bearer_refusal(&response, API, Challenge::Invalid, "unpublished kid");
+    assert_eq!(error_description(&response), "unknown key id");
+    assert_eq!(
+        env.idp
+            .settled_jwks_fetches(Duration::from_millis(300))
+            .await,
+        before + 1,
+        "an unpublished kid did not refetch the JWK Set exactly once"
+    );
+}

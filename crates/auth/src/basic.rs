@@ -1,9 +1,11 @@
 //! Basic authentication for the functional accounts (health, management,
 //! metrics).
 //!
-//! The journey of one check: a source in backoff is refused at once; the
-//! header is parsed strictly; a recently verified (user, password) is
-//! accepted from the cache; otherwise the hash is checked on the blocking
+//! The journey of one check: a request without credentials gets the
+//! challenge (it costs nothing, so even a source in backoff gets it); the
+//! header is parsed strictly; a user, or a whole source, in backoff is
+//! refused at once; a recently verified (user, password) is accepted from
+//! the cache; otherwise the hash is checked on the blocking
 //! pool under a global limit, against the user's hash or, for an unknown
 //! user, a decoy of the same cost. Concurrent requests with the same
 //! credentials share one check: when a busy client's cache entry expires,
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tokio::sync::{watch, Semaphore};
 
-use crate::backoff::{Backoff, BackoffPolicy};
+use crate::backoff::{Backoff, BackoffPolicy, Scope};
 use crate::cache::ExpiringCache;
 use crate::hashes::PasswordHash;
 use crate::{Denial, Identity, Verdict};
@@ -125,28 +127,42 @@ impl BasicAuthenticator {
         })
     }
 
+    /// A 429 while `user` (or the whole source) waits out its backoff.
+    fn backing_off(&self, source: IpAddr, user: Option<&str>, now: Instant) -> Option<Verdict> {
+        let (wait, scope) = self.backoff.wait(source, user, now)?;
+        Some(Verdict::Deny(Denial::TooManyRequests {
+            retry_after: wait,
+            reason: match scope {
+                Scope::User => "too many failed logins for this user from this source",
+                Scope::Source => "too many failed logins from this source",
+            }
+            .to_string(),
+        }))
+    }
+
     pub async fn check(&self, authorization: Option<&[u8]>, source: IpAddr) -> Verdict {
         let now = Instant::now();
-        if let Some(wait) = self.backoff.wait(source, now) {
-            return Verdict::Deny(Denial::TooManyRequests {
-                retry_after: wait,
-                reason: "too many failed logins from this source".to_string(),
-            });
-        }
         let Some(authorization) = authorization else {
-            // A browser's first request carries no credentials: not a failure.
+            // A browser's first request carries no credentials: not a
+            // failure, and no hashing, so not refused by the backoff either.
             return self.unauthorized("no credentials");
         };
         let (user, password) = match parse_basic(authorization) {
             Ok(credentials) => credentials,
             Err(reason) => {
-                self.backoff.fail(source, now);
+                if let Some(refusal) = self.backing_off(source, None, now) {
+                    return refusal;
+                }
+                self.backoff.fail(source, None, now);
                 return self.unauthorized(reason);
             }
         };
+        if let Some(refusal) = self.backing_off(source, Some(&user), now) {
+            return refusal;
+        }
         let digest = self.cache_digest(&user, &password);
         if self.cache.get(&digest, now).is_some() {
-            self.backoff.succeed(source);
+            self.backoff.succeed(source, &user);
             return Verdict::Allow(Identity::user(user));
         }
 
@@ -210,10 +226,10 @@ impl BasicAuthenticator {
     /// Allows `user` when the check passed; otherwise counts a failure.
     fn conclude(&self, verified: bool, user: String, source: IpAddr) -> Verdict {
         if verified {
-            self.backoff.succeed(source);
+            self.backoff.succeed(source, &user);
             Verdict::Allow(Identity::user(user))
         } else {
-            self.backoff.fail(source, Instant::now());
+            self.backoff.fail(source, Some(&user), Instant::now());
             // Same answer for an unknown user and a wrong password.
             self.unauthorized("wrong user or password")
         }
@@ -378,21 +394,84 @@ mod tests {
         }
     }
 
+    fn backing_off(verdict: Verdict) -> (Duration, String) {
+        match verdict {
+            Verdict::Deny(Denial::TooManyRequests {
+                retry_after,
+                reason,
+            }) => (retry_after, reason),
+            other => panic!("expected a 429, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn backoff_refuses_even_the_right_password() {
         let auth = authenticator(2);
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         auth.check(Some(&basic("admin", "x")), ip).await;
-        auth.check(Some(b"Basic !!!"), ip).await;
-        match auth.check(Some(&basic("admin", "right")), ip).await {
-            Verdict::Deny(Denial::TooManyRequests { retry_after, .. }) => {
-                assert_eq!(retry_after.as_secs().div_ceil(60), 1)
-            }
-            other => panic!("{other:?}"),
-        }
+        auth.check(Some(&basic("admin", "y")), ip).await;
+        let (retry_after, reason) =
+            backing_off(auth.check(Some(&basic("admin", "right")), ip).await);
+        assert_eq!(retry_after.as_secs().div_ceil(60), 1);
+        assert_eq!(
+            reason,
+            "too many failed logins for this user from this source"
+        );
         let other: IpAddr = "192.0.2.10".parse().unwrap();
         assert!(is_allowed(
             &auth.check(Some(&basic("admin", "right")), other).await
+        ));
+    }
+
+    #[tokio::test]
+    async fn no_credentials_get_the_challenge_even_in_backoff() {
+        let auth = authenticator(2);
+        let ip: IpAddr = "192.0.2.11".parse().unwrap();
+        // Two user names, four malformed headers: the source's ceiling (8).
+        for user in ["admin", "root"] {
+            for _ in 0..2 {
+                auth.check(Some(&basic(user, "x")), ip).await;
+            }
+        }
+        for _ in 0..4 {
+            auth.check(Some(b"Basic !!!"), ip).await;
+        }
+        let (_, reason) = backing_off(auth.check(Some(&basic("nobody", "x")), ip).await);
+        assert_eq!(reason, "too many failed logins from this source");
+        backing_off(auth.check(Some(b"Basic !!!"), ip).await);
+        match auth.check(None, ip).await {
+            Verdict::Deny(Denial::Unauthorized { challenge, reason }) => {
+                assert_eq!(challenge, "Basic realm=\"management\", charset=\"UTF-8\"");
+                assert_eq!(reason, "no credentials");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_user_in_backoff_does_not_lock_out_another() {
+        let auth = BasicAuthenticator::new(BasicSpec {
+            name: "ops".into(),
+            realm: "management".into(),
+            accounts: vec![
+                ("admin".into(), quick_hash("right")),
+                ("metrics".into(), quick_hash("scrape")),
+            ],
+            cache_ttl: Duration::from_secs(60),
+            backoff: BackoffPolicy {
+                max_failures: 2,
+                initial: Duration::from_secs(60),
+                max: Duration::from_secs(600),
+            },
+        })
+        .unwrap();
+        let nat: IpAddr = "192.0.2.12".parse().unwrap();
+        for _ in 0..3 {
+            auth.check(Some(&basic("admin", "typo")), nat).await;
+        }
+        backing_off(auth.check(Some(&basic("admin", "right")), nat).await);
+        assert!(is_allowed(
+            &auth.check(Some(&basic("metrics", "scrape")), nat).await
         ));
     }
 

@@ -48,6 +48,11 @@ impl<K: Eq + Hash, V: Clone> ExpiringCache<K, V> {
         entries.insert(key, (until, value));
     }
 
+    pub fn remove(&self, key: &K) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(key);
+    }
+
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -81,5 +86,7 @@ mod tests {
         // Already expired values are never stored.
         cache.insert(4, "d", now, now);
         assert_eq!(cache.get(&4, now), None);
+        cache.remove(&1);
+        assert_eq!(cache.get(&1, at), None, "removed before its deadline");
     }
 }

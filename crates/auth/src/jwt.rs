@@ -2,11 +2,12 @@
 //! tokens.
 //!
 //! The journey of one check: find the token (Authorization, then the
-//! configured cookie); accept it from the cache if it was verified before
-//! and has not expired; otherwise read its header, refuse algorithms not
-//! allowed, pick the keys that fit its `kid` and algorithm (refetching the
-//! JWKS once for an unknown `kid`), verify signature and claims, and cache
-//! the result until `exp`.
+//! configured cookie); accept it from the cache if it was verified before,
+//! has not expired and the key that verified it is still published;
+//! otherwise read its header, refuse algorithms not allowed, pick the keys
+//! that fit its `kid` and algorithm (refetching the JWKS once for a `kid` the
+//! set does not publish at all), verify signature and claims, and cache the
+//! result until `exp`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::cache::ExpiringCache;
 use crate::jwks::RemoteKeys;
-use crate::keys::KeySet;
+use crate::keys::{KeyFingerprint, KeySet, Miss, Withheld};
 use crate::{Denial, Identity, Verdict};
 
 /// Longest token read; real ones are a few KiB at most.
@@ -41,11 +42,20 @@ pub struct JwtSpec {
     pub claims_to_headers: Vec<(String, String)>,
 }
 
+/// A verified token as the cache keeps it.
+#[derive(Debug, Clone)]
+struct Verified {
+    /// Who it is, with the headers its claims produce.
+    identity: Identity,
+    /// The key that verified it: once that leaves the JWK Set, so does the token.
+    key: KeyFingerprint,
+}
+
 pub struct JwtAuthenticator {
     spec: JwtSpec,
     challenge_prefix: String,
-    /// Verified tokens by SHA-256, with the headers their claims produce.
-    cache: ExpiringCache<[u8; 32], Identity>,
+    /// Verified tokens by SHA-256.
+    cache: ExpiringCache<[u8; 32], Verified>,
 }
 
 impl JwtAuthenticator {
@@ -92,25 +102,36 @@ impl JwtAuthenticator {
         let mut key = [0u8; 32];
         key.copy_from_slice(digest.as_ref());
         let now = Instant::now();
-        if let Some(identity) = self.cache.get(&key, now) {
-            return Verdict::Allow(identity);
+        if let Some(verified) = self.cache.get(&key, now) {
+            if self.still_published(verified.key).await {
+                return Verdict::Allow(verified.identity);
+            }
+            // Its key was withdrawn (perhaps compromised): check it afresh.
+            self.cache.remove(&key);
         }
         match self.verify(token).await {
-            Ok((identity, exp)) => {
+            Ok((verified, exp)) => {
                 let remaining = exp.saturating_sub(unix_now());
-                self.cache.insert(
-                    key,
-                    identity.clone(),
-                    now + Duration::from_secs(remaining),
-                    now,
-                );
+                let identity = verified.identity.clone();
+                self.cache
+                    .insert(key, verified, now + Duration::from_secs(remaining), now);
                 Verdict::Allow(identity)
             }
             Err(description) => self.unauthorized(description),
         }
     }
 
-    async fn verify(&self, token: &str) -> Result<(Identity, u64), &'static str> {
+    /// Whether the key that verified a cached token is still in the key set.
+    /// Asking also schedules a refresh that is due, so a withdrawal takes
+    /// effect at the next refresh even when every token comes from the cache.
+    async fn still_published(&self, key: KeyFingerprint) -> bool {
+        match &self.spec.keys {
+            KeySource::Static(_) => true,
+            KeySource::Remote(remote) => remote.keys().await.is_some_and(|(set, _)| set.holds(key)),
+        }
+    }
+
+    async fn verify(&self, token: &str) -> Result<(Verified, u64), &'static str> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
         if !self.spec.algorithms.contains(&header.alg) {
             return Err("algorithm not allowed");
@@ -127,7 +148,7 @@ impl JwtAuthenticator {
                     return Err("signing keys unavailable");
                 };
                 match kid {
-                    Some(kid) if !set.knows_kid(kid) => {
+                    Some(kid) if !set.publishes(kid) => {
                         match remote.refetch_for_unknown_kid(generation).await {
                             Some(newer) => newer,
                             None => return Err("unknown key id"),
@@ -157,11 +178,23 @@ impl JwtAuthenticator {
         }
         validation.required_spec_claims = required;
 
-        let mut outcome = Err("unknown key id");
-        for candidate in keys.candidates(kid, header.alg) {
+        let mut candidates = keys.candidates(kid, header.alg).peekable();
+        if candidates.peek().is_none() {
+            // A kid the set publishes for something else is no rotation:
+            // say what it is, and spend no refetch on it.
+            return Err(match keys.miss(kid) {
+                Miss::OtherAlgorithm | Miss::Withheld(Withheld::OtherAlgorithm) => {
+                    "algorithm does not fit the key"
+                }
+                Miss::Withheld(Withheld::NotForVerifying) => "key is not for verifying",
+                Miss::Unknown => "unknown key id",
+            });
+        }
+        let mut outcome = Err("bad signature");
+        for candidate in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &candidate.key, &validation) {
                 Ok(data) => {
-                    outcome = Ok(data.claims);
+                    outcome = Ok((data.claims, candidate.fingerprint));
                     break;
                 }
                 Err(e) => {
@@ -173,7 +206,7 @@ impl JwtAuthenticator {
                 }
             }
         }
-        let claims = outcome?;
+        let (claims, key) = outcome?;
         // RFC 7519: iss is one string. jsonwebtoken also takes a list, which
         // would let a token name several issuers at once.
         if let Some(issuer) = &self.spec.issuer {
@@ -203,7 +236,13 @@ impl JwtAuthenticator {
                 header_value(claims.get(claim)?).map(|v| (header.clone(), v))
             })
             .collect();
-        Ok((Identity { subject, headers }, exp))
+        Ok((
+            Verified {
+                identity: Identity { subject, headers },
+                key,
+            },
+            exp,
+        ))
     }
 }
 
@@ -308,201 +347,4 @@ pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::keys::secret_key;
-    use jsonwebtoken::{encode, EncodingKey, Header};
-
-    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
-
-    fn authenticator(cookie: Option<&str>) -> JwtAuthenticator {
-        JwtAuthenticator::new(JwtSpec {
-            name: "idp".into(),
-            keys: KeySource::Static(Arc::new(secret_key(SECRET, &[Algorithm::HS256]).unwrap())),
-            issuer: Some("https://idp.example.com/realms/iams".into()),
-            audiences: vec!["Domino".into()],
-            algorithms: vec![Algorithm::HS256],
-            leeway: Duration::from_secs(0),
-            required_claims: vec!["sub".into()],
-            cookie: cookie.map(str::to_string),
-            claims_to_headers: vec![("sub".into(), "x-auth-subject".into())],
-        })
-    }
-
-    fn token(claims: Value, alg: Algorithm, secret: &[u8]) -> String {
-        encode(
-            &Header::new(alg),
-            &claims,
-            &EncodingKey::from_secret(secret),
-        )
-        .unwrap()
-    }
-
-    fn good_claims() -> Value {
-        serde_json::json!({
-            "iss": "https://idp.example.com/realms/iams",
-            "aud": ["Domino", "other"],
-            "sub": "alice",
-            "exp": unix_now() + 600,
-        })
-    }
-
-    fn bearer(t: &str) -> Vec<u8> {
-        format!("Bearer {t}").into_bytes()
-    }
-
-    fn reason(v: Verdict) -> String {
-        match v {
-            Verdict::Deny(Denial::Unauthorized { reason, challenge }) => {
-                assert!(challenge.starts_with("Bearer realm=\"idp\", error=\"invalid_token\""));
-                reason
-            }
-            other => panic!("expected a 401, got {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_good_token_passes_and_maps_claims() {
-        let auth = authenticator(None);
-        let t = token(good_claims(), Algorithm::HS256, SECRET);
-        match auth.check(Some(&bearer(&t)), &[]).await {
-            Verdict::Allow(identity) => {
-                assert_eq!(identity.subject, "alice");
-                assert_eq!(
-                    identity.headers,
-                    vec![("x-auth-subject".into(), "alice".into())]
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(auth.cache.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn each_claim_problem_is_refused() {
-        let auth = authenticator(None);
-        let now = unix_now();
-        let mut cases: Vec<(Value, &str)> = Vec::new();
-        let mut c = good_claims();
-        c["exp"] = (now - 10).into();
-        cases.push((c, "token expired"));
-        let mut c = good_claims();
-        c["nbf"] = (now + 600).into();
-        cases.push((c, "token not valid yet"));
-        let mut c = good_claims();
-        c["iss"] = "https://evil.example.com".into();
-        cases.push((c, "wrong issuer"));
-        let mut c = good_claims();
-        c["aud"] = "account".into();
-        cases.push((c, "wrong audience"));
-        let mut c = good_claims();
-        c.as_object_mut().unwrap().remove("exp");
-        cases.push((c, "a required claim is missing"));
-        let mut c = good_claims();
-        c.as_object_mut().unwrap().remove("sub");
-        cases.push((c, "a required claim is missing"));
-        let mut c = good_claims();
-        c.as_object_mut().unwrap().remove("iss");
-        cases.push((c, "a required claim is missing"));
-        let mut c = good_claims();
-        c.as_object_mut().unwrap().remove("aud");
-        cases.push((c, "a required claim is missing"));
-        let mut c = good_claims();
-        c["exp"] = "tomorrow".into();
-        cases.push((c, "a required claim is missing"));
-        let mut c = good_claims();
-        c["iss"] = serde_json::json!(["https://idp.example.com/realms/iams"]);
-        cases.push((c, "wrong issuer"));
-        for (claims, expected) in cases {
-            let t = token(claims.clone(), Algorithm::HS256, SECRET);
-            assert_eq!(
-                reason(auth.check(Some(&bearer(&t)), &[]).await),
-                expected,
-                "{claims}"
-            );
-        }
-        assert_eq!(auth.cache.len(), 0, "nothing refused is cached");
-    }
-
-    #[tokio::test]
-    async fn forged_and_malformed_tokens_are_refused() {
-        let auth = authenticator(None);
-        let wrong_key = token(
-            good_claims(),
-            Algorithm::HS256,
-            b"another secret of 32 bytes......",
-        );
-        assert_eq!(
-            reason(auth.check(Some(&bearer(&wrong_key)), &[]).await),
-            "bad signature"
-        );
-        let hs512 = token(good_claims(), Algorithm::HS512, SECRET);
-        assert_eq!(
-            reason(auth.check(Some(&bearer(&hs512)), &[]).await),
-            "algorithm not allowed"
-        );
-        // alg none, hand-made.
-        let none = format!(
-            "{}.{}.",
-            base64_url(br#"{"alg":"none","typ":"JWT"}"#),
-            base64_url(good_claims().to_string().as_bytes())
-        );
-        assert_eq!(
-            reason(auth.check(Some(&bearer(&none)), &[]).await),
-            // jsonwebtoken has no "none" algorithm: the header does not parse.
-            "malformed token"
-        );
-        // Stripped signature.
-        let good = token(good_claims(), Algorithm::HS256, SECRET);
-        let stripped = good.rsplit_once('.').unwrap().0.to_string() + ".";
-        assert!(!auth.check(Some(&bearer(&stripped)), &[]).await.is_allowed());
-        // Tampered payload.
-        let parts: Vec<&str> = good.split('.').collect();
-        let mut evil = good_claims();
-        evil["sub"] = "admin".into();
-        let tampered = format!(
-            "{}.{}.{}",
-            parts[0],
-            base64_url(evil.to_string().as_bytes()),
-            parts[2]
-        );
-        assert_eq!(
-            reason(auth.check(Some(&bearer(&tampered)), &[]).await),
-            "bad signature"
-        );
-        for bad in [
-            &b"Bearer"[..],
-            b"Bearer ",
-            b"Bearer a.b",
-            b"Bearer a b.c.d",
-            b"Basic abc",
-            b"\xff",
-        ] {
-            assert!(!auth.check(Some(bad), &[]).await.is_allowed(), "{bad:?}");
-        }
-        assert_eq!(reason(auth.check(None, &[]).await), "no token");
-    }
-
-    #[tokio::test]
-    async fn cookie_is_read_only_when_configured() {
-        let t = token(good_claims(), Algorithm::HS256, SECRET);
-        let cookie = format!("theme=dark; KeepToken={t}; x=y").into_bytes();
-        let with = authenticator(Some("KeepToken"));
-        assert!(with.check(None, &[&cookie]).await.is_allowed());
-        let without = authenticator(None);
-        assert!(!without.check(None, &[&cookie]).await.is_allowed());
-    }
-
-    #[test]
-    fn claim_values_that_cannot_be_headers_are_dropped() {
-        assert_eq!(header_value(&Value::from("alice")), Some("alice".into()));
-        assert_eq!(header_value(&Value::from(42)), Some("42".into()));
-        assert_eq!(header_value(&Value::from("a\r\nx-evil: 1")), None);
-        assert_eq!(header_value(&serde_json::json!(["a"])), None);
-    }
-
-    fn base64_url(bytes: &[u8]) -> String {
-        use base64::Engine as _;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    }
-}
+mod tests;

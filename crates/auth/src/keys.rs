@@ -3,9 +3,13 @@
 //!
 //! A key is only ever offered to a token whose algorithm fits it, so an RSA
 //! public key can never be used as an HMAC secret (the classic key-confusion
-//! attack), and a JWK that names its own `alg` verifies only that one.
+//! attack), and a JWK that names its own `alg` verifies only that one. A JWK
+//! whose `use` or `key_ops` does not allow verifying (RFC 7517 §4.2, §4.3)
+//! verifies nothing.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
+use std::collections::HashMap;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// The family an algorithm's key belongs to.
@@ -26,12 +30,34 @@ pub fn family_of(alg: Algorithm) -> KeyFamily {
     }
 }
 
+/// What identifies a published key from one fetch of its JWK Set to the
+/// next: a digest of its `kid`, `alg` and public parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyFingerprint([u8; 32]);
+
+impl KeyFingerprint {
+    fn of_jwk(jwk: &Jwk, alg: Option<Algorithm>) -> Option<Self> {
+        let identity = serde_json::to_vec(&(&jwk.common.key_id, alg, &jwk.algorithm)).ok()?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, &identity);
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        Some(KeyFingerprint(bytes))
+    }
+
+    /// For a key that is never fetched again (a PEM file, a secret): equal
+    /// to no other key's, and derived from nothing secret.
+    fn unique() -> Self {
+        KeyFingerprint(rand::random())
+    }
+}
+
 pub struct VerifyingKey {
     pub kid: Option<String>,
     /// Set when the key names its algorithm (a JWK's `alg`).
     pub alg: Option<Algorithm>,
     pub family: KeyFamily,
     pub key: DecodingKey,
+    pub fingerprint: KeyFingerprint,
 }
 
 impl VerifyingKey {
@@ -51,9 +77,33 @@ impl std::fmt::Debug for VerifyingKey {
     }
 }
 
+/// Why a JWK in a set verifies nothing here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withheld {
+    /// Its `use` is not "sig", or its `key_ops` lacks "verify".
+    NotForVerifying,
+    /// Its `alg` is no signature algorithm of its key type, or it is a
+    /// symmetric (`oct`) key, which a JWK Set must never publish.
+    OtherAlgorithm,
+}
+
+/// What a token's `kid` names in a set, when no key there can verify it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// A usable key carries the kid, but for another algorithm or key type.
+    OtherAlgorithm,
+    /// The kid belongs to a JWK that verifies nothing ([`Withheld`]).
+    Withheld(Withheld),
+    /// No key carries it (or the token names no kid).
+    Unknown,
+}
+
 #[derive(Debug, Default)]
 pub struct KeySet {
     pub keys: Vec<VerifyingKey>,
+    /// Kids of the set's JWKs that verify nothing, so a token naming one is
+    /// refused for what it is, without refetching a set that already has it.
+    pub withheld: HashMap<String, Withheld>,
 }
 
 impl KeySet {
@@ -74,9 +124,29 @@ impl KeySet {
         })
     }
 
-    /// Whether any key carries this `kid` at all, whatever its type.
-    pub fn knows_kid(&self, kid: &str) -> bool {
-        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    /// Whether the set publishes this `kid` at all, usable or not: a kid it
+    /// does not is worth a refetch (the IdP may have rotated keys).
+    pub fn publishes(&self, kid: &str) -> bool {
+        self.withheld.contains_key(kid) || self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// Why no key of the set fits a token with this `kid`.
+    pub fn miss(&self, kid: Option<&str>) -> Miss {
+        let Some(kid) = kid else {
+            return Miss::Unknown;
+        };
+        if self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) {
+            Miss::OtherAlgorithm
+        } else if let Some(why) = self.withheld.get(kid) {
+            Miss::Withheld(*why)
+        } else {
+            Miss::Unknown
+        }
+    }
+
+    /// Whether the key with this fingerprint is still in the set.
+    pub fn holds(&self, fingerprint: KeyFingerprint) -> bool {
+        self.keys.iter().any(|k| k.fingerprint == fingerprint)
     }
 }
 
@@ -93,44 +163,63 @@ pub fn parse_jwk_set(json: &[u8]) -> Result<(KeySet, usize), String> {
     let mut set = KeySet::default();
     let mut skipped = 0;
     for value in keys {
-        match serde_json::from_value::<Jwk>(value.clone())
-            .ok()
-            .and_then(|jwk| verifying_key_from_jwk(&jwk))
-        {
-            Some(key) => set.keys.push(key),
-            None => skipped += 1,
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value.clone()) else {
+            skipped += 1;
+            continue;
+        };
+        match verifying_key_from_jwk(&jwk) {
+            Ok(key) => set.keys.push(key),
+            Err(why) => {
+                skipped += 1;
+                if let (Some(why), Some(kid)) = (why, &jwk.common.key_id) {
+                    set.withheld.insert(kid.clone(), why);
+                }
+            }
         }
     }
     Ok((set, skipped))
 }
 
-fn verifying_key_from_jwk(jwk: &Jwk) -> Option<VerifyingKey> {
+/// The key a JWK verifies with; an error says why it verifies nothing
+/// (`None`: it cannot be read).
+fn verifying_key_from_jwk(jwk: &Jwk) -> Result<VerifyingKey, Option<Withheld>> {
     if matches!(
         jwk.common.public_key_use,
         Some(PublicKeyUse::Encryption) | Some(PublicKeyUse::Other(_))
     ) {
-        return None;
+        return Err(Some(Withheld::NotForVerifying));
+    }
+    // RFC 7517 §4.3: present, key_ops lists every use the key is for.
+    if jwk
+        .common
+        .key_operations
+        .as_ref()
+        .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+    {
+        return Err(Some(Withheld::NotForVerifying));
     }
     let family = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => KeyFamily::Rsa,
         AlgorithmParameters::EllipticCurve(_) => KeyFamily::Ec,
         AlgorithmParameters::OctetKeyPair(_) => KeyFamily::Ed,
         // Symmetric keys are never published: a JWKS "oct" key is refused.
-        AlgorithmParameters::OctetKey(_) => return None,
+        AlgorithmParameters::OctetKey(_) => return Err(Some(Withheld::OtherAlgorithm)),
     };
     let alg = match jwk.common.key_algorithm {
         None => None,
-        Some(named) => Some(signing_algorithm(named)?),
+        Some(named) => Some(signing_algorithm(named).ok_or(Some(Withheld::OtherAlgorithm))?),
     };
     if alg.is_some_and(|a| family_of(a) != family) {
-        return None;
+        return Err(Some(Withheld::OtherAlgorithm));
     }
-    let key = DecodingKey::from_jwk(jwk).ok()?;
-    Some(VerifyingKey {
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| None)?;
+    let fingerprint = KeyFingerprint::of_jwk(jwk, alg).ok_or(None)?;
+    Ok(VerifyingKey {
         kid: jwk.common.key_id.clone(),
         alg,
         family,
         key,
+        fingerprint,
     })
 }
 
@@ -182,7 +271,9 @@ pub fn parse_key_file(bytes: &[u8]) -> Result<KeySet, String> {
                     alg: None,
                     family,
                     key,
+                    fingerprint: KeyFingerprint::unique(),
                 }],
+                withheld: HashMap::new(),
             });
         }
     }
@@ -212,7 +303,9 @@ pub fn secret_key(secret: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, Str
             alg: None,
             family: KeyFamily::Hmac,
             key: DecodingKey::from_secret(secret),
+            fingerprint: KeyFingerprint::unique(),
         }],
+        withheld: HashMap::new(),
     })
 }
 
@@ -242,7 +335,107 @@ mod tests {
         assert_eq!(set.candidates(Some("k1"), Algorithm::RS256).count(), 1);
         assert_eq!(set.candidates(Some("k2"), Algorithm::RS256).count(), 0);
         assert_eq!(set.candidates(Some("k1"), Algorithm::HS256).count(), 0);
-        assert!(set.knows_kid("k1"));
+        assert!(set.publishes("k1"));
+        assert!(!set.publishes("k2"));
+        // Skipped, but published: the kids of the enc, oct and wrong-alg keys.
+        assert_eq!(set.withheld.get("enc"), Some(&Withheld::NotForVerifying));
+        assert_eq!(set.withheld.get("sym"), Some(&Withheld::OtherAlgorithm));
+        assert_eq!(
+            set.withheld.get("wrong-alg"),
+            Some(&Withheld::OtherAlgorithm)
+        );
+        assert!(!set.publishes("odd"), "an unreadable JWK publishes nothing");
+    }
+
+    /// RSA_JWK with these fields replaced (a `null` removes one).
+    fn rsa_jwk_with(changes: serde_json::Value) -> serde_json::Value {
+        let mut jwk: serde_json::Value = serde_json::from_str(RSA_JWK).unwrap();
+        for (field, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                jwk.as_object_mut().unwrap().remove(field);
+            } else {
+                jwk[field] = value.clone();
+            }
+        }
+        jwk
+    }
+
+    fn parse_one(jwk: serde_json::Value) -> KeySet {
+        let doc = serde_json::json!({ "keys": [jwk] }).to_string();
+        parse_jwk_set(doc.as_bytes()).unwrap().0
+    }
+
+    #[test]
+    fn key_ops_without_verify_verify_nothing() {
+        use serde_json::json;
+        for ops in [
+            json!(["encrypt"]),
+            json!(["sign"]),
+            json!(["wrapKey", "unwrapKey"]),
+            json!([]),
+        ] {
+            for with_use in [json!(null), json!("sig")] {
+                let set = parse_one(rsa_jwk_with(json!({ "key_ops": ops, "use": with_use })));
+                assert!(set.keys.is_empty(), "key_ops {ops} (use {with_use})");
+                assert_eq!(
+                    set.miss(Some("k1")),
+                    Miss::Withheld(Withheld::NotForVerifying)
+                );
+                assert!(set.publishes("k1"));
+            }
+        }
+        for ops in [json!(["verify"]), json!(["sign", "verify"])] {
+            let set = parse_one(rsa_jwk_with(json!({ "key_ops": ops, "use": null })));
+            assert_eq!(set.keys.len(), 1, "key_ops {ops}");
+            assert!(set.withheld.is_empty());
+        }
+        // key_ops that is not a list of strings is no JWK at all.
+        let set = parse_one(rsa_jwk_with(json!({ "key_ops": "verify" })));
+        assert!(set.keys.is_empty());
+        // A JWK Set file of such keys only is refused at load.
+        let doc = json!({ "keys": [rsa_jwk_with(json!({ "key_ops": ["encrypt"] }))] });
+        assert!(parse_key_file(doc.to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_miss_says_what_the_kid_names() {
+        use serde_json::json;
+        let doc = json!({ "keys": [
+            rsa_jwk_with(json!({})),
+            rsa_jwk_with(json!({ "kid": "rsa-oaep", "alg": "RSA-OAEP", "use": null })),
+            rsa_jwk_with(json!({ "kid": "enc", "use": "enc" })),
+        ]});
+        let (set, _) = parse_jwk_set(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(set.candidates(Some("k1"), Algorithm::ES256).count(), 0);
+        assert_eq!(set.miss(Some("k1")), Miss::OtherAlgorithm);
+        assert_eq!(
+            set.miss(Some("rsa-oaep")),
+            Miss::Withheld(Withheld::OtherAlgorithm)
+        );
+        assert_eq!(
+            set.miss(Some("enc")),
+            Miss::Withheld(Withheld::NotForVerifying)
+        );
+        assert_eq!(set.miss(Some("nobody")), Miss::Unknown);
+        assert_eq!(set.miss(None), Miss::Unknown);
+    }
+
+    #[test]
+    fn fingerprints_follow_the_published_key() {
+        use serde_json::json;
+        let fingerprint = |jwk: serde_json::Value| parse_one(jwk).keys[0].fingerprint;
+        let original = fingerprint(rsa_jwk_with(json!({})));
+        assert_eq!(
+            original,
+            fingerprint(rsa_jwk_with(json!({ "use": null, "x5t": "abc" }))),
+            "the same key fetched again"
+        );
+        assert_ne!(original, fingerprint(rsa_jwk_with(json!({ "kid": "k2" }))));
+        assert_ne!(original, fingerprint(rsa_jwk_with(json!({ "alg": null }))));
+        assert_ne!(original, fingerprint(rsa_jwk_with(json!({ "e": "AQAD" }))));
+        let set = parse_one(rsa_jwk_with(json!({})));
+        assert!(set.holds(original));
+        assert!(!parse_one(rsa_jwk_with(json!({ "kid": "k2" }))).holds(original));
     }
 
     #[test]

@@ -197,7 +197,10 @@ fn build_jwt(
                     .map_err(|e| format!("cannot be read: {e}"))
                     .and_then(|bytes| keys::parse_key_file(&bytes));
                 match parsed {
-                    Ok(found) => set.keys.extend(found.keys),
+                    Ok(found) => {
+                        set.keys.extend(found.keys);
+                        set.withheld.extend(found.withheld);
+                    }
                     Err(e) => diags.error_with_help(
                         at,
                         format!("[auth.{}]: key file {} {e}", config.name, path.display()),
