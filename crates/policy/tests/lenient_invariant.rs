@@ -162,6 +162,16 @@ fn named_bypass_attempts() {
             Refused(DoubleEncoding),
         ),
         (
+            "double encoding in a segment `..` removes",
+            "/admin%252fadmin/..",
+            Refused(DoubleEncoding),
+        ),
+        (
+            "double-encoded `/` before `..`",
+            "/admin/%252f/..",
+            Refused(DoubleEncoding),
+        ),
+        (
             "double encoding on a protected route",
             "/admin/%252e",
             Refused(DoubleEncoding),
