@@ -121,6 +121,7 @@ const ROUTE_KEYS: &[&str] = &[
     "deny",
     "listeners",
     "max_body_size",
+    "allow_encoded_percent",
 ];
 
 /// Every key the loader accepts, by section, so documentation can be
@@ -1375,6 +1376,9 @@ impl Reader<'_> {
         let deny = f.boolean("deny", self.diags).map(|b| b.0).unwrap_or(false);
         let listeners = f.strings("listeners", self.diags);
         let max_body_size = f.size("max_body_size", self.diags);
+        let allow_encoded_percent = f
+            .boolean("allow_encoded_percent", self.diags)
+            .is_some_and(|b| b.0);
         f.finish(self.diags);
 
         let (name, _) = name?;
@@ -1452,6 +1456,7 @@ impl Reader<'_> {
             host,
             path_prefix,
             strip_prefix,
+            allow_encoded_percent,
             target,
             allow,
             deny,
