@@ -133,6 +133,9 @@ async fn parameter_only_segments_and_escaped_semicolons_cannot_skip_a_protected_
         ("/api/..%3b/admin/users", Refused(None)),
         ("/%3Bx=1/admin", Refused(None)),
         ("/admin%3Bx/users", Refused(None)),
+        // Read as /admin by both before and after.
+        ("//admin", AdminPolicy),
+        ("/x/%2e%2e/admin", AdminPolicy),
         // Refused before and after.
         ("/api/..;/admin", Refused(None)),
         ("/api/;x/../admin", Refused(None)),
@@ -166,6 +169,7 @@ async fn double_encoding_is_refused_unless_the_route_allows_it() {
         ("/x/%25252e%25252e/admin", Refused(Some("open"))),
         ("/x/%25%32%65%25%32%65/admin", Refused(Some("open"))),
         ("/admin%252fx/..", Refused(Some("open"))),
+        ("/x/%2541", Refused(Some("open"))),
         // The route is chosen first, so the 400 names it, and comes before
         // the route's own policy (this one would be 403).
         ("/admin/%2541", Refused(Some("admin"))),
