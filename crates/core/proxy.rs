@@ -23,7 +23,7 @@ use postern_auth::{Credentials, Denial, Identity, Verdict};
 use postern_config::{ListenerKind, Service};
 use postern_policy::forwarded::{acceptable_request_id, ForwardingHeaders, Hop};
 use postern_policy::host::normalize_host;
-use postern_policy::path::canonicalize;
+use postern_policy::path::{canonicalize, check_encoded_percent};
 use postern_policy::router::strip_segments;
 use postern_policy::source::{self, Client};
 
@@ -100,7 +100,8 @@ enum Decision {
 
 impl Gateway {
     /// Every check a request must pass before anything is forwarded, in the
-    /// order the spec gives: canonical path, host, certificate, route, deny, allow.
+    /// order the spec gives: canonical path, host, certificate, route, double
+    /// encoding (per route), deny, allow.
     fn decide(
         &self,
         session: &Session,
@@ -202,6 +203,15 @@ impl Gateway {
             .ok_or(Refusal::new(ErrorKind::NotFound, "no route"))?;
         let route = Arc::clone(matched.value);
         ctx.route = Some(Arc::clone(&route));
+
+        // Only now, with the route known: whether double encoding may pass
+        // is the route's to say. The route was chosen on the canonical path,
+        // which keeps `%25` as data; the check reads the target as received,
+        // as a `..` may have removed the segment that held it.
+        if !route.allow_encoded_percent {
+            check_encoded_percent(raw_target)
+                .map_err(|e| Refusal::new(ErrorKind::BadRequest, e.reason()))?;
+        }
 
         if route.deny {
             return Err(Refusal::new(

@@ -270,6 +270,7 @@ pub fn masked_config(config: &Config) -> Value {
                 "host": r.host.as_ref().map(|h| h.to_string()),
                 "path_prefix": r.path_prefix,
                 "strip_prefix": r.strip_prefix,
+                "allow_encoded_percent": r.allow_encoded_percent,
                 "target": target,
                 "allow": r.allow.as_ref().map(|a| a.entries().to_vec()),
                 "deny": r.deny,

@@ -38,6 +38,8 @@ pub struct UpstreamPlan {
 pub struct RoutePlan {
     pub name: String,
     pub strip_prefix: bool,
+    /// Double encoding (`%25` and two hex digits) is forwarded, not refused.
+    pub allow_encoded_percent: bool,
     pub deny: bool,
     pub allow: Option<Allowlist>,
     pub upstream: Option<Arc<UpstreamPlan>>,
@@ -194,6 +196,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
             let plan = RoutePlan {
                 name: r.name.clone(),
                 strip_prefix: r.strip_prefix,
+                allow_encoded_percent: r.allow_encoded_percent,
                 deny: r.deny,
                 allow: r.allow.clone(),
                 upstream,

@@ -310,6 +310,9 @@ pub struct Route {
     /// Canonical, no trailing slash except for "/".
     pub path_prefix: String,
     pub strip_prefix: bool,
+    /// Forward double encoding (`%25` and two hex digits) instead of
+    /// refusing it: for a backend that decodes a path exactly once.
+    pub allow_encoded_percent: bool,
     pub target: RouteTarget,
     pub allow: Option<Allowlist>,
     pub deny: bool,

@@ -4,7 +4,19 @@
 //! and the gateway forwards exactly that path, so a backend never gets a path
 //! that means something other than what the policy judged. Anything that common
 //! servers read differently (encoded slashes, backslashes, `..;`, over-long
-//! UTF-8) is refused rather than guessed at.
+//! UTF-8, an encoded `;`) is refused rather than guessed at.
+//!
+//! The invariant, tested against a model of a lenient servlet-style backend
+//! in `tests/lenient_invariant.rs`: for every target Postern accepts, the
+//! route chosen on the canonical path is the route chosen on the path as such
+//! a backend reads it (decoded repeatedly, `\` as `/`, `;` parameters cut
+//! from each segment, empty segments merged, then dot segments resolved).
+//! Besides the refusals above, three rules keep it: segments that are only
+//! `;` parameters count for nothing in [`match_segments`], as the backend
+//! merges them away; `%3B` is refused, as the backend would decode it into a
+//! parameter; and double encoding (`%25` and two hex digits), which the
+//! canonical form keeps as data, is refused by [`check_encoded_percent`]
+//! once the route is known, unless that route opts out.
 
 use std::fmt;
 
@@ -49,6 +61,12 @@ pub enum PathError {
     EmptySegmentParameter,
     /// A `#`: fragments are never part of a request target.
     Fragment,
+    /// A `%3B`: a backend that decodes before it cuts `;` parameters reads
+    /// `/admin%3Bx` as `/admin` and `/a/..%3B/admin` as `/admin`.
+    EncodedSemicolon,
+    /// A `%25` followed by two hex digits: a backend or filter that decodes
+    /// once more reads `%252e%252e` as `..`, `%252f` as `/`, `%2500` as NUL.
+    DoubleEncoding,
 }
 
 impl PathError {
@@ -68,6 +86,10 @@ impl PathError {
             PathError::DotSegmentParameter => "'.' or '..' segment with ';' parameters",
             PathError::EmptySegmentParameter => "'..' after a segment of only ';' parameters",
             PathError::Fragment => "'#' fragment in request target",
+            PathError::EncodedSemicolon => "encoded ';' (%3B) in path",
+            PathError::DoubleEncoding => {
+                "double encoding in path: '%25' followed by two hex digits"
+            }
         }
     }
 }
@@ -117,29 +139,73 @@ pub fn canonicalize(target: &str) -> Result<CanonicalTarget, PathError> {
 
 /// Path segments with any ";params" cut off, for matching route prefixes.
 ///
-/// Expects a path from [`canonicalize`]. The leading `/` yields nothing and a
-/// trailing `/` yields nothing either, so `"/"` gives no segments and `"/api"`
-/// and `"/api/"` both give `["api"]`. A route prefix therefore matches a path
-/// when the prefix's segments are a leading run of the path's segments, and a
-/// trailing slash on either side never changes the answer:
+/// Expects a path from [`canonicalize`]. A segment whose name is empty (only
+/// `;` parameters, or nothing) yields nothing, because the backends that cut
+/// `;` parameters also merge the segment left empty: Tomcat, Jetty and Spring
+/// read `/;x=1/admin` as `/admin`. So `"/"` gives no segments, `"/api"` and
+/// `"/api/"` both give `["api"]`, and a route prefix matches a path when the
+/// prefix's segments are a leading run of the path's segments:
 ///
 /// - `"/admin;x=1/y"` gives `["admin", "y"]`;
-/// - `"/a/;jsessionid=1"` gives `["a", ""]`, since that last segment is only parameters.
-///
-/// On a path that is not canonical, an empty piece between two slashes is
-/// yielded as `""`.
+/// - `"/;x=1/admin"` gives `["admin"]`;
+/// - `"/a/;jsessionid=1"` gives `["a"]` (Tomcat's `encodeURL` on `/a/`).
 pub fn match_segments(canonical_path: &str) -> impl Iterator<Item = &str> {
-    let inner = canonical_path.strip_prefix('/').unwrap_or(canonical_path);
-    let inner = inner.strip_suffix('/').unwrap_or(inner);
-    let pieces = if inner.is_empty() {
-        None
+    named_segments(canonical_path).map(|(name, _)| name)
+}
+
+/// The byte offset just past the `count`-th segment [`match_segments`]
+/// yields (with its parameters), so the rest of the path starts with `/` or
+/// is empty; `Some(0)` for no segments, `None` when the path has fewer.
+pub fn end_of_segments(canonical_path: &str, count: usize) -> Option<usize> {
+    match count {
+        0 => Some(0),
+        n => named_segments(canonical_path)
+            .nth(n - 1)
+            .map(|(_, end)| end),
+    }
+}
+
+/// Each segment's name (before any `;`) and the byte offset after the whole
+/// segment, skipping segments whose name is empty.
+fn named_segments(path: &str) -> impl Iterator<Item = (&str, usize)> {
+    let start = usize::from(path.starts_with('/'));
+    path[start..]
+        .split('/')
+        .scan(start, |offset, piece| {
+            let end = *offset + piece.len();
+            *offset = end + 1;
+            Some((piece.split_once(';').map_or(piece, |(name, _)| name), end))
+        })
+        .filter(|(name, _)| !name.is_empty())
+}
+
+/// Refuses double encoding in a request target's path: `%25` followed by
+/// two hex digits, which a backend decoding once more reads as another byte
+/// (`%252e` as `.`, `%252f` as `/`). Deeper nestings (`%25252e`) start the
+/// same way. Other `%25` (`%25zz`, `%25` at the end) decode to a `%` that no
+/// further decoding changes, and pass.
+///
+/// Takes the target as received, not the canonical path: a `..` may remove
+/// the segment that held it (`/a%252fb/..`), and the backend, decoding
+/// before it resolves dots, would have counted two segments there. The hex
+/// digits may themselves be escaped (`%25%34%31`), as the canonical form
+/// decodes them. The query is not looked at.
+///
+/// Run after the route is chosen, since a route may allow it
+/// (`allow_encoded_percent = true`); call it on a target [`canonicalize`]
+/// accepted (any other target gives that refusal instead).
+pub fn check_encoded_percent(target: &str) -> Result<(), PathError> {
+    let raw_path = target.split_once('?').map_or(target, |(path, _)| path);
+    let normalized = normalize_bytes(raw_path)?;
+    let doubled = normalized
+        .as_bytes()
+        .windows(5)
+        .any(|w| w.starts_with(b"%25") && w[3].is_ascii_hexdigit() && w[4].is_ascii_hexdigit());
+    if doubled {
+        Err(PathError::DoubleEncoding)
     } else {
-        Some(inner.split('/'))
-    };
-    pieces
-        .into_iter()
-        .flatten()
-        .map(|segment| segment.split_once(';').map_or(segment, |(name, _)| name))
+        Ok(())
+    }
 }
 
 /// Decodes escapes once and re-encodes what must stay encoded, checking every
@@ -163,6 +229,7 @@ fn normalize_bytes(raw: &str) -> Result<String, PathError> {
             match value {
                 b'/' => return Err(PathError::EncodedSlash),
                 b'\\' => return Err(PathError::EncodedBackslash),
+                b';' => return Err(PathError::EncodedSemicolon),
                 0 => return Err(PathError::Nul),
                 _ if is_control(value) => return Err(PathError::ControlCharacter),
                 _ if is_unreserved(value) => out.push(char::from(value)),
@@ -295,17 +362,77 @@ mod tests {
     fn parameters_are_cut() {
         assert_eq!(segments("/admin;x=1/y"), vec!["admin", "y"]);
         assert_eq!(segments("/a;b;c/d;e"), vec!["a", "d"]);
-        assert_eq!(segments("/a/;jsessionid=1"), vec!["a", ""]);
+        assert_eq!(segments("/a/;jsessionid=1"), vec!["a"]);
     }
 
     #[test]
-    fn encoded_semicolon_is_not_a_parameter() {
-        assert_eq!(segments("/a%3Bb/c"), vec!["a%3Bb", "c"]);
+    fn parameter_only_segments_count_for_nothing() {
+        assert_eq!(segments("/;x=1/admin"), vec!["admin"]);
+        assert_eq!(segments("/;/;a;b/admin/;c/x"), vec!["admin", "x"]);
+        assert_eq!(segments("/;jsessionid=1"), Vec::<&str>::new());
+        assert!(under("/;x=1/admin/users", "/admin"));
+        assert!(!under("/;x=1/admin/users", "/users"));
     }
 
     #[test]
-    fn non_canonical_empty_pieces_are_yielded() {
-        assert_eq!(segments("/a//b"), vec!["a", "", "b"]);
+    fn end_of_segments_includes_parameters_and_skipped_segments() {
+        let path = "/;x/api;v=1/;y/users/";
+        assert_eq!(end_of_segments(path, 0), Some(0));
+        assert_eq!(&path[end_of_segments(path, 1).unwrap()..], "/;y/users/");
+        assert_eq!(&path[end_of_segments(path, 2).unwrap()..], "/");
+        assert_eq!(end_of_segments(path, 3), None);
+        assert_eq!(end_of_segments("/", 1), None);
+    }
+
+    #[test]
+    fn double_encoding_is_found_however_deep() {
+        for target in [
+            "/%252e%252e/admin",
+            "/a%252Fb",
+            "/%255c",
+            "/%2500",
+            "/%253B",
+            "/%25252e",
+            "/x/%2541",
+            "/%25ab",
+            "/%25%34%31",
+            "/%25%61b",
+            "/admin%252fadmin/..",
+            "/a/%252f/..?q",
+        ] {
+            assert_eq!(
+                check_encoded_percent(target),
+                Err(PathError::DoubleEncoding),
+                "{target}"
+            );
+        }
+        for target in [
+            "/",
+            "/a%25",
+            "/a%25zz",
+            "/%254",
+            "/%25%25",
+            "/%3F%25x",
+            "/a?%252e%252e",
+        ] {
+            assert_eq!(check_encoded_percent(target), Ok(()), "{target}");
+        }
+    }
+
+    #[test]
+    fn encoded_semicolon_is_refused() {
+        for target in ["/admin%3Bx", "/a/..%3b/admin", "/%3Bx/admin", "/a;b%3Bc"] {
+            assert_eq!(
+                canonicalize(target),
+                Err(PathError::EncodedSemicolon),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_canonical_empty_pieces_are_skipped() {
+        assert_eq!(segments("/a//b"), vec!["a", "b"]);
     }
 
     #[test]
@@ -345,6 +472,8 @@ mod tests {
             PathError::DotSegmentParameter,
             PathError::EmptySegmentParameter,
             PathError::Fragment,
+            PathError::EncodedSemicolon,
+            PathError::DoubleEncoding,
         ];
         let mut reasons: Vec<&str> = all.iter().map(PathError::reason).collect();
         reasons.sort_unstable();

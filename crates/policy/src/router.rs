@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use crate::host::HostPattern;
-use crate::path::match_segments;
+use crate::path::{end_of_segments, match_segments};
 
 /// One route as the router sees it; `value` is whatever the caller attaches.
 #[derive(Debug, Clone)]
@@ -157,14 +157,17 @@ impl<T> Router<T> {
 
 /// Removes the first `segments` segments of a canonical path, for
 /// `strip_prefix`: ("/api/x", 1) -> "/x"; ("/api", 1) -> "/".
+///
+/// Segments are counted as [`match_segments`] counts them, so a segment of
+/// only `;` parameters before or inside the prefix goes with it:
+/// ("/;x=1/api/x", 1) -> "/x", the path below the prefix the route matched.
 pub fn strip_segments(path: &str, segments: usize) -> &str {
     if segments == 0 {
         return path;
     }
-    let mut slashes = path.match_indices('/').skip(segments);
-    match slashes.next() {
-        Some((index, _)) => &path[index..],
-        None => "/",
+    match end_of_segments(path, segments) {
+        Some(end) if end < path.len() => &path[end..],
+        _ => "/",
     }
 }
 
@@ -285,5 +288,21 @@ mod tests {
         assert_eq!(strip_segments("/api/", 1), "/");
         assert_eq!(strip_segments("/a/b/c", 2), "/c");
         assert_eq!(strip_segments("/a/b", 0), "/a/b");
+        assert_eq!(strip_segments("/api;v=1/x", 1), "/x");
+    }
+
+    #[test]
+    fn parameter_only_segments_route_and_strip_with_the_prefix() {
+        assert_eq!(pick("h", "/;x=1/api/v1/admin/users"), Some("any-admin"));
+        assert_eq!(pick("h", "/api/;x=1/v1/;y/admin"), Some("any-admin"));
+        assert_eq!(
+            pick("api.example.com", "/;jsessionid=1/metrics"),
+            Some("api-metrics")
+        );
+        assert_eq!(pick("h", "/api/;jsessionid=1"), Some("any-api"));
+        assert_eq!(strip_segments("/;x=1/api/users", 1), "/users");
+        assert_eq!(strip_segments("/api/;x/v1/;y/admin/z", 3), "/z");
+        assert_eq!(strip_segments("/api/;jsessionid=1", 1), "/;jsessionid=1");
+        assert_eq!(strip_segments("/;x/api", 1), "/");
     }
 }

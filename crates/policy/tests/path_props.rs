@@ -9,15 +9,14 @@ use proptest::test_runner::TestCaseError;
 /// Pieces that usually canonicalise, covering every rewriting rule.
 const GOOD_PIECES: &[&str] = &[
     "/", "//", ".", "..", "/.", "/..", "/./", "/../", "%2e", "%2E", "%2e%2e", ".%2E", "a", "b",
-    "Z", "9", "~", "-", "_", "%41", "%7e", "%2d", ";", ";v=1", "%3b", "%3B", "%25", "%252e",
-    "%252F", "%c3%a9", "%C3%A9", "é", "€", " ", "\"", "{", "*", "@", ":", "=", "?", "?x=1",
-    "?a/../b", "%20",
+    "Z", "9", "~", "-", "_", "%41", "%7e", "%2d", ";", ";v=1", "%25", "%252e", "%252F", "%c3%a9",
+    "%C3%A9", "é", "€", " ", "\"", "{", "*", "@", ":", "=", "?", "?x=1", "?a/../b", "%20",
 ];
 
 /// Pieces that make canonicalisation refuse the target.
 const BAD_PIECES: &[&str] = &[
     "%2f", "%2F", "%5c", "\\", "%00", "\0", "\r\n", "%0a", "%", "%z", "%4", "#", "%C0%AE", "%c3",
-    "%80", "..;", ".;x", ";x/..",
+    "%80", "..;", ".;x", ";x/..", "%3b", "%3B",
 ];
 
 fn target() -> impl Strategy<Value = String> {

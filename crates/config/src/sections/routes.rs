@@ -21,6 +21,7 @@ pub const ROUTE_KEYS: &[&str] = &[
     "deny",
     "listeners",
     "max_body_size",
+    "allow_encoded_percent",
 ];
 
 impl Reader<'_> {
@@ -44,6 +45,9 @@ impl Reader<'_> {
         let deny = f.boolean("deny", self.diags).is_some_and(|(deny, _)| deny);
         let listeners = f.strings("listeners", self.diags);
         let max_body_size = f.size("max_body_size", self.diags);
+        let allow_encoded_percent = f
+            .boolean("allow_encoded_percent", self.diags)
+            .is_some_and(|(allow, _)| allow);
         f.finish(self.diags);
 
         let (name, _) = name?;
@@ -121,6 +125,7 @@ impl Reader<'_> {
             host,
             path_prefix,
             strip_prefix,
+            allow_encoded_percent,
             target,
             allow,
             deny,
