@@ -1,12 +1,11 @@
 //! The access log: one JSON line per request on stdout, with the decision
 //! the gateway made and never a credential, cookie or query string.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{echo, request, upstream, Gateway};
+
+use crate::support::{echo, request, upstream, Gateway};
 
 async fn entries(gw: &Gateway, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::support::postern_command;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -46,7 +48,7 @@ fn wait_for_port(port: u16, deadline: Instant) {
 
 #[test]
 fn every_curl_line_the_demo_prints_gets_the_status_it_promises() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+    let mut child = postern_command()
         .arg("demo")
         .current_dir(repo())
         .env("RUST_LOG", "warn")
@@ -133,7 +135,7 @@ fn every_curl_line_the_demo_prints_gets_the_status_it_promises() {
 /// `postern check`'s route table for `file`, one space between columns,
 /// with the listed text replaced.
 fn route_table(file: &Path, replace: &[(&str, &str)]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_postern"))
+    let output = postern_command()
         .args(["check", "-c"])
         .arg(file)
         .output()
