@@ -14,10 +14,14 @@ use std::time::{Duration, Instant};
 /// How many sources are tracked at once; beyond it the quiet ones are forgotten.
 const MAX_TRACKED: usize = 100_000;
 
+/// When failures from one source start to cost waiting.
 #[derive(Debug, Clone, Copy)]
 pub struct BackoffPolicy {
+    /// Failures from one source before it must wait.
     pub max_failures: u32,
+    /// The first wait; each further failure doubles it.
     pub initial: Duration,
+    /// The longest wait.
     pub max: Duration,
 }
 
@@ -28,12 +32,14 @@ struct Record {
     blocked_until: Option<Instant>,
 }
 
+/// Failure counts and waits per source address.
 pub struct Backoff {
     policy: BackoffPolicy,
     records: Mutex<HashMap<IpAddr, Record>>,
 }
 
 impl Backoff {
+    /// No source tracked yet.
     pub fn new(policy: BackoffPolicy) -> Self {
         Backoff {
             policy,
