@@ -162,3 +162,29 @@ pub fn promtool_check(text: &str) {
         findings.join("\n")
     );
 }
+
+#[test]
+fn samples_keep_labels_escapes_and_infinities() {
+    let text = "# HELP x_total Things.\n# TYPE x_total counter\n\
+                x_total{a=\"1\",b=\"q\\\"uote\\nline\"} 3\n\
+                h_bucket{le=\"+Inf\"} +Inf\n\
+                plain 2.5\n";
+    let all = samples(text);
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(
+        value(&all, "x_total", &[("a", "1"), ("b", "q\"uote\nline")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&all, "x_total", &[("a", "1")]),
+        None,
+        "labels must match exactly"
+    );
+    assert_eq!(series(&all, "x_total", &[("a", "1")]).len(), 1);
+    assert_eq!(
+        value(&all, "h_bucket", &[("le", "+Inf")]),
+        Some(f64::INFINITY)
+    );
+    assert_eq!(value(&all, "plain", &[]), Some(2.5));
+    assert_eq!(metric_type(text, "x_total"), Some("counter"));
+}
