@@ -1,12 +1,11 @@
 //! The access log: one JSON line per request on stdout, with the decision
 //! the gateway made and never a credential, cookie or query string.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{echo, request, upstream, Gateway};
+
+use crate::support::{echo, request, upstream, Gateway};
 
 async fn entries(gw: &Gateway, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -127,7 +126,10 @@ async fn refusal_log_lines_name_the_client_address() {
     let bad_path = gw.get("api.example.com", "/a/%2f/b").await;
     assert_eq!(bad_path.status, 400);
     let misdirected = gw
-        .send("api.example.com", support::get("other.example.org", "/x"))
+        .send(
+            "api.example.com",
+            crate::support::get("other.example.org", "/x"),
+        )
         .await;
     assert_eq!(misdirected.status, 421);
     for status in [400, 421] {

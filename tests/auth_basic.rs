@@ -7,8 +7,6 @@
 //! Every refusal is checked for its status, its JSON error, its challenge
 //! and an upstream that received nothing.
 
-mod support;
-
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -18,8 +16,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use postern_echo::EchoServer;
 use serde_json::Value;
-use support::{
-    assert_gateway_error, closed_port, echo, request, upstream, upstream_header, Gateway, Response,
+
+use crate::support::{
+    assert_gateway_error, closed_port, echo, postern_command, request, upstream, upstream_header,
+    Gateway, Response,
 };
 
 const HOST: &str = "api.example.com";
@@ -32,7 +32,7 @@ const PASSWORD: &str = "correct horse battery staple";
 /// `postern hash-password` with `password` and a newline on stdin: the
 /// printed PHC string.
 fn hash_password(password: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+    let mut child = postern_command()
         .arg("hash-password")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -742,18 +742,13 @@ auth = "ops"
 /// `postern ARGS` in `dir`, without inherited `POSTERN_*` variables, killed
 /// after 15 s.
 fn postern(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_postern"));
+    let mut command = postern_command();
     command
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("POSTERN_") {
-            command.env_remove(key);
-        }
-    }
     let mut child = command.spawn().expect("run postern");
     let deadline = Instant::now() + Duration::from_secs(15);
     while child.try_wait().expect("wait").is_none() {

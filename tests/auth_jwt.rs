@@ -7,10 +7,6 @@
 //! a `WWW-Authenticate: Bearer ...` challenge, and an upstream that received
 //! nothing.
 
-mod support;
-
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,10 +14,10 @@ use futures_util::stream::{self, StreamExt};
 use jsonwebtoken::Algorithm;
 use postern_echo::EchoServer;
 use serde_json::{json, Value};
-use support::idp::{b64url, forge, jwk_set, now, Idp, TestKey};
-use support::{
-    assert_gateway_error, closed_port, echo, request, tls_connect, upstream, upstream_header,
-    Gateway, Pki, Response, TlsOptions,
+
+use crate::support::idp::{b64url, forge, jwk_set, now, Idp, TestKey};
+use crate::support::{
+    assert_gateway_error, echo, request, upstream, upstream_header, Gateway, Response,
 };
 
 const HOST: &str = "api.example.com";
@@ -1157,149 +1153,13 @@ auth = "idp"
 // HMAC secret from the environment
 // ---------------------------------------------------------------------------
 
-/// A gateway with one TLS listener, started with extra environment
-/// variables (the shared `Gateway` builder does not pass any).
-struct EnvGateway {
-    port: u16,
-    pki: Pki,
-    config: String,
-    stderr_path: PathBuf,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl EnvGateway {
-    async fn start(body: &str, env: &[(&str, &str)]) -> EnvGateway {
-        let mut failure = String::new();
-        // A free port may be taken between finding and binding it; the
-        // gateway then says "cannot listen" and we try another.
-        for _attempt in 0..4 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let pki = Pki::generate(dir.path());
-            let config_path = dir.path().join("gateway.toml");
-            let port = closed_port();
-            let names: Vec<String> = pki.main.names.iter().map(|n| format!("{n:?}")).collect();
-            let config = format!(
-                r#"[gateway]
-threads = 2
-
-[[listeners]]
-name = "https"
-address = "127.0.0.1:{port}"
-tls = true
-
-[tls]
-min_version = "1.2"
-
-[[tls.certificates]]
-server_names = [{names}]
-cert = '{cert}'
-key = '{key}'
-
-{body}
-"#,
-                names = names.join(", "),
-                cert = pki.main.cert_path.display(),
-                key = pki.main.key_path.display(),
-            );
-            std::fs::write(&config_path, &config).expect("write gateway.toml");
-            let stderr_path = dir.path().join("stderr.log");
-            let mut command = Command::new(env!("CARGO_BIN_EXE_postern"));
-            command
-                .arg("run")
-                .arg("-c")
-                .arg(&config_path)
-                .current_dir(dir.path())
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("POSTERN_") {
-                    command.env_remove(key);
-                }
-            }
-            command.envs(env.iter().copied());
-            let child = command.spawn().expect("spawn postern");
-            let mut gateway = EnvGateway {
-                port,
-                pki,
-                config,
-                stderr_path,
-                child,
-                _dir: dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(15);
-            let outcome = loop {
-                if let Ok(Some(status)) = gateway.child.try_wait() {
-                    break Err(format!("postern exited during startup with {status}"));
-                }
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    break Ok(());
-                }
-                if Instant::now() > deadline {
-                    break Err("postern did not accept connections in time".to_string());
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            match outcome {
-                Ok(()) => return gateway,
-                Err(message) => {
-                    let _ = gateway.child.kill();
-                    let _ = gateway.child.wait();
-                    let stderr = gateway.stderr();
-                    failure = format!(
-                        "{message}\n--- gateway.toml ---\n{}\n--- stderr ---\n{stderr}",
-                        gateway.config
-                    );
-                    if !stderr.contains("cannot listen") {
-                        break;
-                    }
-                }
-            }
-        }
-        panic!("the gateway did not start: {failure}");
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-
-    async fn send(&self, raw: &[u8]) -> Response {
-        let mut conn = tls_connect(self.port, &self.pki.ca, TlsOptions::sni(HOST))
-            .await
-            .unwrap_or_else(|e| panic!("TLS connection failed: {e}"));
-        conn.send(raw)
-            .await
-            .unwrap_or_else(|e| panic!("request failed: {e}"))
-    }
-}
-
-impl Drop for EnvGateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- gateway.toml ---\n{}\n--- postern stderr ---\n{}--- end of postern stderr ---",
-                self.config,
-                self.stderr()
-            );
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hs256_secret_from_the_environment_verifies_tokens() {
     const VAR: &str = "AUTH_JWT_TEST_HS_SECRET";
     const SECRET: &str = "test-only shared secret, 32+ bytes long, never real";
     let data = echo("data").await;
-    let gw = EnvGateway::start(
-        &format!(
-            r#"{upstream}
+    let gw = Gateway::builder(format!(
+        r#"{upstream}
 [auth.shared]
 type = "jwt"
 secret_env = "{VAR}"
@@ -1313,10 +1173,10 @@ path_prefix = "/shared"
 upstream = "data"
 auth = "shared"
 "#,
-            upstream = upstream("data", data.local_addr(), ""),
-        ),
-        &[(VAR, SECRET)],
-    )
+        upstream = upstream("data", data.local_addr(), ""),
+    ))
+    .env(VAR, SECRET)
+    .start()
     .await;
     let route = Route {
         target: "/shared/x",
@@ -1330,7 +1190,7 @@ auth = "shared"
     };
 
     let token = hs256_with_secret(SECRET.as_bytes(), None, &claims());
-    let echo = gw.send(&raw(&token)).await.echo();
+    let echo = gw.send(HOST, raw(&token)).await.echo();
     assert_eq!(
         upstream_header(&echo, "authorization"),
         [format!("Bearer {token}")]
@@ -1372,7 +1232,7 @@ auth = "shared"
         }),
     ];
     for (case, token) in cases {
-        let response = gw.send(&raw(&token)).await;
+        let response = gw.send(HOST, raw(&token)).await;
         assert_bearer_refusal(&response, route, Challenge::Invalid, case);
         assert_eq!(data.requests_seen(), 1, "{case}: reached the upstream");
     }

@@ -11,6 +11,8 @@ use std::process::Command;
 use rcgen::{date_time_ymd, CertificateParams, KeyPair};
 use tempfile::TempDir;
 
+use crate::support::postern_command;
+
 // ---------------------------------------------------------------------------
 // Running the binary
 // ---------------------------------------------------------------------------
@@ -34,13 +36,8 @@ impl Run {
 /// Runs `postern ARGS` in `cwd`, with every inherited `POSTERN_*` variable
 /// removed and only `env` set. Whatever the outcome, nothing may panic.
 fn postern(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_postern"));
+    let mut cmd = postern_command();
     cmd.args(args).current_dir(cwd);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("POSTERN_") {
-            cmd.env_remove(&name);
-        }
-    }
     cmd.envs(env.iter().copied());
     let out = cmd.output().expect("the postern binary runs");
     let run = Run {

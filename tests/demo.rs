@@ -13,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::support::postern_command;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -37,7 +39,6 @@ impl Demo {
     fn spawn(mut command: Command) -> Demo {
         let mut child = command
             .env("RUST_LOG", "warn")
-            .env_remove("POSTERN_CONFIG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .process_group(0)
@@ -169,7 +170,7 @@ fn run_tour(lines: &[String], dir: &Path) -> Vec<String> {
 #[test]
 fn every_curl_line_the_demo_prints_gets_the_status_it_promises() {
     let _ports = demo_ports();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_postern"));
+    let mut command = postern_command();
     command.arg("demo").current_dir(repo());
     let mut demo = Demo::spawn(command);
     let printed = demo.tour(Instant::now() + Duration::from_secs(30));
@@ -209,7 +210,7 @@ fn every_curl_line_the_demo_prints_gets_the_status_it_promises() {
 fn the_demo_names_a_taken_port_before_starting_anything() {
     let _ports = demo_ports();
     let _holder = std::net::TcpListener::bind("127.0.0.1:8889").expect("hold 8889");
-    let output = Command::new(env!("CARGO_BIN_EXE_postern"))
+    let output = postern_command()
         .arg("demo")
         .current_dir(repo())
         .env_remove("POSTERN_CONFIG")
@@ -353,7 +354,7 @@ fn quick_start_target_dir() -> PathBuf {
 /// `postern check`'s route table for `file`, one space between columns,
 /// with the listed text replaced.
 fn route_table(file: &Path, replace: &[(&str, &str)]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_postern"))
+    let output = postern_command()
         .args(["check", "-c"])
         .arg(file)
         .output()

@@ -13,8 +13,10 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::support::postern_command;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -120,16 +122,6 @@ fn unit_commands(key: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn postern() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_postern"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("POSTERN_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
 /// The unit's `/etc/postern/gateway.toml`, pointed at `config`.
 fn with_config(args: &[String], config: &Path) -> Vec<String> {
     args.iter()
@@ -155,7 +147,7 @@ fn configmap_config_passes_the_units_checks() {
     );
     for args in checks {
         assert_eq!(args[..2], ["check", "-c"], "{args:?}");
-        let output = postern()
+        let output = postern_command()
             .args(with_config(&args, &config))
             .output()
             .expect("run postern check");
@@ -268,7 +260,7 @@ fn the_units_command_line_serves_the_deployments_probes() {
     assert_eq!(run.len(), 1);
     assert_eq!(run[0][..2], ["run", "-c"]);
     let ops = free_port();
-    let child = postern()
+    let child = postern_command()
         .args(with_config(&run[0], &config))
         .env(
             "POSTERN_LISTENERS__HTTPS__ADDRESS",

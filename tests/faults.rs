@@ -8,8 +8,6 @@
 //! The misbehaving upstreams and the garbage IdP are tiny servers on raw
 //! `tokio` sockets, written here.
 
-mod support;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,11 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::idp::{jwk_set, now, TestKey};
-use support::{assert_gateway_error, closed_port, echo, get, request, upstream, Gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+use crate::support;
+use crate::support::idp::{jwk_set, now, TestKey};
+use crate::support::{assert_gateway_error, closed_port, echo, get, request, upstream, Gateway};
 
 const HOST: &str = "api.example.com";
 

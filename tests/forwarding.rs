@@ -1,9 +1,7 @@
 //! What the upstream receives: forwarding headers set by the gateway (and
 //! client-sent ones replaced), request ids, bodies and methods.
 
-mod support;
-
-use support::{assert_gateway_error, echo, request, upstream, upstream_header, Gateway};
+use crate::support::{assert_gateway_error, echo, request, upstream, upstream_header, Gateway};
 
 fn api_routes(data: std::net::SocketAddr) -> String {
     format!(

@@ -3,12 +3,12 @@
 //! connection, never the gateway: rapid reset (CVE-2023-44487) and header
 //! blocks that never end (CONTINUATION floods).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use postern_echo::EchoServer;
-use support::{echo, upstream, Gateway, H2Conn, TlsOptions};
+
+use crate::support;
+use crate::support::{echo, upstream, Gateway, H2Conn, TlsOptions};
 
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;

@@ -4,13 +4,11 @@
 //! The fixtures and the openssl/keytool commands that made them are in
 //! crates/keystore/tests/fixtures/.
 
-mod support;
-
 use std::path::PathBuf;
-use std::process::Command;
 
 use rustls_pki_types::CertificateDer;
-use support::{echo, get, tls_connect, upstream, Gateway, TlsOptions};
+
+use crate::support::{echo, get, postern_command, tls_connect, upstream, Gateway, TlsOptions};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -134,7 +132,7 @@ fn check(config: &str, env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, config).expect("write config");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_postern"));
+    let mut command = postern_command();
     command.args(["check", "-c"]).arg(&path);
     for (k, v) in env {
         command.env(k, v);

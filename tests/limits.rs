@@ -1,9 +1,7 @@
 //! Request size limits: an oversized request is answered by the gateway
 //! (413, 414, 431) and never reaches the upstream.
 
-mod support;
-
-use support::{assert_gateway_error, echo, get, request, upstream, Gateway};
+use crate::support::{assert_gateway_error, echo, get, request, upstream, Gateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_requests_are_refused_before_the_upstream() {

@@ -5,14 +5,11 @@
 //! refused listener changes, graceful SIGTERM, and an upstream that dies and
 //! comes back.
 
-mod support;
-
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,177 +17,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use postern_echo::EchoServer;
 use serde_json::Value;
-use support::{
-    assert_gateway_error, closed_port, echo, get, request, upstream, Gateway, HttpConn, Pki,
-    Response,
-};
-use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::support;
+use crate::support::prometheus::{metric_type, promtool_check, samples, series, value, Sample};
+use crate::support::{
+    assert_gateway_error, closed_port, echo, free_ports, get, postern_command, request, upstream,
+    Gateway, HttpConn, Response,
+};
 
 const PASSWORD: &str = "correct horse battery staple";
 
 // ---------------------------------------------------------------------------
-// Prometheus text parsing
+// Scraping the metrics service
 // ---------------------------------------------------------------------------
-
-/// One sample line of the text exposition format.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Every sample in `text`; panics on a line that is not a comment, blank or
-/// a well-formed sample.
-fn samples(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|line| parse_sample(line).unwrap_or_else(|| panic!("unparsable sample {line:?}")))
-        .collect()
-}
-
-fn parse_sample(line: &str) -> Option<Sample> {
-    let name_end = line.find(['{', ' '])?;
-    let name = line[..name_end].to_string();
-    let mut labels = BTreeMap::new();
-    let mut rest = &line[name_end..];
-    if let Some(after_brace) = rest.strip_prefix('{') {
-        let mut chars = after_brace.char_indices().peekable();
-        loop {
-            // label name up to '='
-            let mut label = String::new();
-            let mut closed = false;
-            for (_, c) in chars.by_ref() {
-                match c {
-                    '=' => break,
-                    '}' if label.is_empty() => {
-                        closed = true;
-                        break;
-                    }
-                    ',' | ' ' if label.is_empty() => {}
-                    c => label.push(c),
-                }
-            }
-            if closed {
-                let consumed = chars.peek().map_or(after_brace.len(), |(i, _)| *i);
-                rest = &after_brace[consumed..];
-                break;
-            }
-            if chars.next()?.1 != '"' {
-                return None;
-            }
-            let mut value = String::new();
-            loop {
-                match chars.next()?.1 {
-                    '\\' => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        c => value.push(c),
-                    },
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-            labels.insert(label, value);
-            match chars.peek()?.1 {
-                ',' => {
-                    chars.next();
-                }
-                '}' => {
-                    chars.next();
-                    let consumed = chars.peek().map_or(after_brace.len(), |(i, _)| *i);
-                    rest = &after_brace[consumed..];
-                    break;
-                }
-                _ => return None,
-            }
-        }
-    }
-    let mut fields = rest.split_whitespace();
-    let value = match fields.next()? {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().ok()?,
-    };
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
-}
-
-/// The value of the series `name` with exactly these labels.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let wanted: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    samples
-        .iter()
-        .find(|s| s.name == name && s.labels == wanted)
-        .map(|s| s.value)
-}
-
-/// Every series of `name` whose labels include these.
-fn series<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
-    samples
-        .iter()
-        .filter(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .collect()
-}
-
-/// The `# TYPE` of a metric family.
-fn metric_type<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| {
-        let mut words = l.strip_prefix("# TYPE ")?.split_whitespace();
-        (words.next()? == name).then_some(())?;
-        words.next()
-    })
-}
-
-/// Feeds `text` to `promtool check metrics` and fails on any finding.
-fn promtool_check(text: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-            "promtool is not installed (Debian package `prometheus`, see scripts/install-deps); \
-             it must check the metrics exposition"
-        ),
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .expect("promtool stdin")
-        .write_all(text.as_bytes())
-        .expect("write metrics to promtool");
-    let out = child.wait_with_output().expect("promtool output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let findings: Vec<&str> = stdout
-        .lines()
-        .chain(stderr.lines())
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    assert!(
-        out.status.success() && findings.is_empty(),
-        "promtool check metrics: {}\nfindings:\n{}\n--- exposition ---\n{text}",
-        out.status,
-        findings.join("\n")
-    );
-}
 
 /// `GET path` on the plain `port`; asserts a 200 Prometheus exposition.
 async fn scrape_at(port: u16, path: &str) -> String {
@@ -246,7 +87,7 @@ async fn send_plain(port: u16, raw: &[u8]) -> io::Result<Response> {
 
 /// `postern hash-password` with `password` on stdin: the printed PHC string.
 fn hash_password(password: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+    let mut child = postern_command()
         .arg("hash-password")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -312,224 +153,22 @@ fn now_unix() -> f64 {
 }
 
 // ---------------------------------------------------------------------------
-// A gateway process this file controls: its config file and its PID
+// What this file does to a gateway through its ops listener
 // ---------------------------------------------------------------------------
 
-/// Binds `N` distinct free loopback ports at once, then releases them.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    let mut ports = [0; N];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener.local_addr().expect("local addr").port();
-    }
-    ports
+/// Requests, scrapes and reloads on the `ops` listener of a [`Gateway`].
+trait Operations {
+    fn ops_port(&self) -> u16;
+    async fn ops(&self, raw: &[u8]) -> Response;
+    async fn scrape_text(&self) -> String;
+    async fn scrape(&self) -> Vec<Sample>;
+    async fn reloads(&self) -> (f64, f64);
+    async fn hangup(&self, before: (f64, f64)) -> (f64, f64);
 }
 
-/// The same standard listeners and certificates as `support::Gateway`
-/// (`https` TLS, `http` redirect, `ops` plain HTTP), then `body`.
-fn render(pki: &Pki, [tls, redirect, ops]: [u16; 3], body: &str) -> String {
-    // Each gateway hands its sockets over on its own upgrade socket, in its
-    // own directory, so tests running in parallel cannot take each other's.
-    let socket = pki
-        .main
-        .cert_path
-        .parent()
-        .expect("the PKI's directory")
-        .join("upgrade.sock");
-    let mut toml = format!(
-        r#"[gateway]
-threads = 2
-upgrade_socket = '{socket}'
-
-[[listeners]]
-name = "https"
-address = "127.0.0.1:{tls}"
-tls = true
-
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{redirect}"
-redirect_https = true
-
-[[listeners]]
-name = "ops"
-address = "127.0.0.1:{ops}"
-
-[tls]
-min_version = "1.2"
-"#,
-        socket = socket.display()
-    );
-    for leaf in [&pki.main, &pki.wildcard, &pki.local] {
-        let names: Vec<String> = leaf.names.iter().map(|n| format!("{n:?}")).collect();
-        let _ = write!(
-            toml,
-            "\n[[tls.certificates]]\nserver_names = [{}]\ncert = '{}'\nkey = '{}'\n",
-            names.join(", "),
-            leaf.cert_path.display(),
-            leaf.key_path.display(),
-        );
-    }
-    toml.push('\n');
-    toml.push_str(body);
-    toml.push('\n');
-    toml
-}
-
-/// A running `postern run -c <dir>/gateway.toml` whose config file can be
-/// rewritten and which can be signalled. Killed when dropped.
-struct Proc {
-    /// tls, redirect, ops
-    ports: [u16; 3],
-    pki: Pki,
-    config_path: PathBuf,
-    stderr_path: PathBuf,
-    child: Child,
-    /// Holds the config and certificates; removed when dropped.
-    _dir: Option<TempDir>,
-}
-
-impl Proc {
-    async fn start(body: &str) -> Proc {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let pki = Pki::generate(dir.path());
-        let config_path = dir.path().join("gateway.toml");
-        let mut failure = String::new();
-        for attempt in 0..4 {
-            let ports = free_ports();
-            let config = render(&pki, ports, body);
-            std::fs::write(&config_path, &config).expect("write gateway.toml");
-            let stderr_path = dir.path().join(format!("stderr-{attempt}.log"));
-            let mut command = Command::new(env!("CARGO_BIN_EXE_postern"));
-            command
-                .arg("run")
-                .arg("-c")
-                .arg(&config_path)
-                .current_dir(dir.path())
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("POSTERN_") {
-                    command.env_remove(key);
-                }
-            }
-            let child = command.spawn().expect("spawn postern");
-            let mut gateway = Proc {
-                ports,
-                pki: pki.clone(),
-                config_path: config_path.clone(),
-                stderr_path,
-                child,
-                _dir: None,
-            };
-            match gateway.wait_ready().await {
-                Ok(()) => {
-                    gateway._dir = Some(dir);
-                    return gateway;
-                }
-                Err(message) => {
-                    let _ = gateway.child.kill();
-                    let _ = gateway.child.wait();
-                    let stderr = gateway.stderr();
-                    failure = format!(
-                        "{message}\n--- gateway.toml ---\n{config}\n--- stderr ---\n{stderr}"
-                    );
-                    if !stderr.contains("cannot listen") {
-                        break;
-                    }
-                }
-            }
-        }
-        panic!("the gateway did not start: {failure}");
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut ready = [false; 3];
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("postern exited during startup with {status}"));
-            }
-            for (port, ready) in self.ports.iter().zip(ready.iter_mut()) {
-                if !*ready {
-                    *ready = TcpStream::connect(("127.0.0.1", *port)).await.is_ok();
-                }
-            }
-            if ready.iter().all(|r| *r) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("postern did not listen on {:?}", self.ports));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Starts `postern run --upgrade` on this gateway's config file, which
-    /// takes over the listening sockets once this process gets SIGQUIT.
-    /// `ports` are the new file's listeners.
-    fn upgrade(&self, ports: [u16; 3]) -> Proc {
-        let dir = self.config_path.parent().expect("config dir");
-        let stderr_path = dir.join("stderr-upgrade.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_postern"));
-        command
-            .args(["run", "--upgrade", "-c"])
-            .arg(&self.config_path)
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("POSTERN_") {
-                command.env_remove(key);
-            }
-        }
-        Proc {
-            ports,
-            pki: self.pki.clone(),
-            config_path: self.config_path.clone(),
-            stderr_path,
-            child: command.spawn().expect("spawn postern --upgrade"),
-            _dir: None,
-        }
-    }
-
+impl Operations for Gateway {
     fn ops_port(&self) -> u16 {
-        self.ports[2]
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-
-    /// Replaces the config file the way an editor or deployment tool does:
-    /// written beside it, then renamed over it.
-    fn rewrite(&self, contents: &str) {
-        let staged = self.config_path.with_extension("toml.new");
-        std::fs::write(&staged, contents).expect("write new gateway.toml");
-        std::fs::rename(&staged, &self.config_path).expect("rename new gateway.toml");
-    }
-
-    /// The standard listeners on this gateway's ports, then `body`.
-    fn config(&self, body: &str) -> String {
-        render(&self.pki, self.ports, body)
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {} failed", self.pid());
+        self.plain_port
     }
 
     async fn ops(&self, raw: &[u8]) -> Response {
@@ -578,44 +217,6 @@ impl Proc {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
-
-    /// Waits for the process to exit, up to `limit`.
-    /// Asserts the process exits, with status 0, within `limit`; `after`
-    /// says what should have stopped it.
-    async fn assert_exits_zero(&mut self, limit: Duration, after: &str) {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(
-                Instant::now() <= deadline,
-                "postern still running {limit:?} after {after}:\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "postern exited with {status} after {after}:\n{}",
-            self.stderr()
-        );
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- gateway.toml ---\n{}\n--- postern stderr ---\n{}--- end of postern stderr ---",
-                std::fs::read_to_string(&self.config_path).unwrap_or_default(),
-                self.stderr()
-            );
-        }
-    }
 }
 
 /// Routes putting the admin and metrics services on the loopback-only ops listener.
@@ -645,7 +246,7 @@ fn switch_body(a: SocketAddr, b: SocketAddr, backend: &str) -> String {
 }
 
 /// The backend that answered `GET /v/...` on the ops listener.
-async fn backend_of_v(gw: &Proc, target: &str) -> String {
+async fn backend_of_v(gw: &Gateway, target: &str) -> String {
     let response = gw.ops(get("localhost", target).as_bytes()).await;
     response.echo()["backend"]
         .as_str()
@@ -1296,7 +897,7 @@ async fn reload_under_load_drops_nothing_and_applies_only_valid_configs() {
     let a = echo("a").await;
     let b = echo("b").await;
     let (a_addr, b_addr) = (a.local_addr(), b.local_addr());
-    let gw = Proc::start(&switch_body(a_addr, b_addr, "a")).await;
+    let gw = Gateway::start(&switch_body(a_addr, b_addr, "a")).await;
     assert_eq!(backend_of_v(&gw, "/v/start").await, "a");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -1314,12 +915,12 @@ async fn reload_under_load_drops_nothing_and_applies_only_valid_configs() {
         let via_post = (i / 2) % 2 == 0;
         let config = if valid {
             let backend = if (i / 2) % 2 == 0 { "b" } else { "a" };
-            gw.config(&switch_body(a_addr, b_addr, backend))
+            gw.config_with(&switch_body(a_addr, b_addr, backend))
         } else if (i / 4) % 2 == 0 {
             // Not TOML.
             format!(
                 "{}\n[[routes]\nname = \"broken\"\n",
-                gw.config(&switch_body(a_addr, b_addr, "b"))
+                gw.config_with(&switch_body(a_addr, b_addr, "b"))
             )
         } else {
             // Valid TOML naming an upstream that does not exist; the /v
@@ -1327,7 +928,7 @@ async fn reload_under_load_drops_nothing_and_applies_only_valid_configs() {
             let other = if expected_backend == "a" { "b" } else { "a" };
             format!(
                 "{}\n[[routes]]\nname = \"w\"\npath_prefix = \"/w\"\nupstream = \"nowhere\"\n",
-                gw.config(&switch_body(a_addr, b_addr, other))
+                gw.config_with(&switch_body(a_addr, b_addr, other))
             )
         };
         gw.rewrite(&config);
@@ -1442,17 +1043,13 @@ async fn reload_that_moves_a_listener_is_refused_and_the_old_one_keeps_serving()
     let a = echo("a").await;
     let b = echo("b").await;
     let (a_addr, b_addr) = (a.local_addr(), b.local_addr());
-    let gw = Proc::start(&switch_body(a_addr, b_addr, "a")).await;
+    let gw = Gateway::start(&switch_body(a_addr, b_addr, "a")).await;
     assert_eq!(backend_of_v(&gw, "/v/start").await, "a");
 
     // The ops listener moves to another port, and /v switches to b.
     let [moved] = free_ports();
-    let [tls, redirect, _] = gw.ports;
-    let moved_config = render(
-        &gw.pki,
-        [tls, redirect, moved],
-        &switch_body(a_addr, b_addr, "b"),
-    );
+    let [tls, redirect, _] = gw.ports();
+    let moved_config = gw.config_on([tls, redirect, moved], &switch_body(a_addr, b_addr, "b"));
     gw.rewrite(&moved_config);
 
     let response = gw
@@ -1494,7 +1091,7 @@ async fn reload_that_moves_a_listener_is_refused_and_the_old_one_keeps_serving()
     assert!(TcpStream::connect(("127.0.0.1", moved)).await.is_err());
 
     // With the listeners as they were, the same route change applies.
-    gw.rewrite(&gw.config(&switch_body(a_addr, b_addr, "b")));
+    gw.rewrite(&gw.config_with(&switch_body(a_addr, b_addr, "b")));
     let response = gw
         .ops(&request("POST", "localhost", "/admin/reload", &[], b""))
         .await;
@@ -1511,7 +1108,7 @@ async fn reload_that_moves_a_listener_is_refused_and_the_old_one_keeps_serving()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     let mut slow = SlowUpstream::start(Duration::from_millis(1500)).await;
-    let mut gw = Proc::start(&format!(
+    let mut gw = Gateway::start(&format!(
         "{}\n[[routes]]\nname = \"slow\"\npath_prefix = \"/slow\"\nupstream = \"slow\"\n",
         upstream("slow", slow.addr, "")
     ))
@@ -1546,7 +1143,7 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_idle_keep_alive_connections_at_once() {
     let data = echo("data").await;
-    let mut gw = Proc::start(&format!(
+    let mut gw = Gateway::start(&format!(
         "{}\n[[routes]]\nname = \"data\"\npath_prefix = \"/d\"\nupstream = \"data\"\n",
         upstream("data", data.local_addr(), "")
     ))
@@ -1749,7 +1346,7 @@ listeners = ["ops"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_gauge_counts_open_client_connections_per_listener() {
     let data = echo("data").await;
-    let gw = Proc::start(&format!(
+    let gw = Gateway::start(&format!(
         "{}\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"data\"\nlisteners = [\"https\"]\n{OPS_ROUTES}",
         upstream("data", data.local_addr(), "")
     ))
@@ -1761,7 +1358,7 @@ async fn connections_gauge_counts_open_client_connections_per_listener() {
     let mut open = Vec::new();
     for _ in 0..3 {
         let mut conn = support::tls_connect(
-            gw.ports[0],
+            gw.tls_port,
             &gw.pki.ca,
             support::TlsOptions::sni("api.example.com"),
         )
@@ -1807,7 +1404,7 @@ async fn upgrade_hands_the_sockets_over_without_failing_a_request() {
     let a = echo("a").await;
     let b = echo("b").await;
     let (a_addr, b_addr) = (a.local_addr(), b.local_addr());
-    let mut old = Proc::start(&switch_body(a_addr, b_addr, "a")).await;
+    let mut old = Gateway::start(&switch_body(a_addr, b_addr, "a")).await;
     assert_eq!(backend_of_v(&old, "/v/start").await, "a");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -1818,19 +1415,15 @@ async fn upgrade_hands_the_sockets_over_without_failing_a_request() {
 
     // The new configuration moves the TLS listener, which a reload refuses,
     // and sends /v to the other backend.
-    let [old_tls, redirect, ops] = old.ports;
+    let [old_tls, redirect, ops] = old.ports();
     let [new_tls] = free_ports();
     let new_ports = [new_tls, redirect, ops];
-    old.rewrite(&render(
-        &old.pki,
-        new_ports,
-        &switch_body(a_addr, b_addr, "b"),
-    ));
+    old.rewrite(&old.config_on(new_ports, &switch_body(a_addr, b_addr, "b")));
     let mut new = old.upgrade(new_ports);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !new.stderr().contains("send it SIGQUIT") {
         assert!(
-            new.child.try_wait().expect("try_wait").is_none(),
+            new.try_wait().is_none(),
             "postern --upgrade exited early:\n{}",
             new.stderr()
         );
@@ -1887,11 +1480,7 @@ async fn upgrade_hands_the_sockets_over_without_failing_a_request() {
 
     // Only the new process is left: it has the new configuration, the moved
     // listener, and the address it gave up is closed.
-    assert!(
-        new.child.try_wait().expect("try_wait").is_none(),
-        "{}",
-        new.stderr()
-    );
+    assert!(new.try_wait().is_none(), "{}", new.stderr());
     assert_eq!(backend_of_v(&new, "/v/after").await, "b");
     let response = support::tls_connect(
         new_tls,

@@ -8,15 +8,15 @@
 //! under the protected prefix (`crates/policy/tests/support/lenient.rs`
 //! models that reader).
 
-mod support;
-
+// The same model of a lenient backend as the policy crate's invariant test;
+// this file uses only part of it.
 #[allow(dead_code)]
 #[path = "../crates/policy/tests/support/lenient.rs"]
 mod lenient;
 
+use crate::support::{assert_gateway_error, echo, upstream, Gateway};
 use lenient::{lenient_read, Decoding};
 use postern_echo::EchoServer;
-use support::{assert_gateway_error, echo, upstream, Gateway};
 
 const HOST: &str = "api.example.com";
 

@@ -2,19 +2,18 @@
 //! path-based one, run as shipped (only ports moved by POSTERN_* overrides),
 //! lets each caller reach exactly what the spec's table says.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde_json::json;
-use support::idp::{jwk_set, now, Idp, TestKey};
-use support::{echo, request, tls_connect, Response, TlsOptions};
+
+use crate::support::idp::{jwk_set, now, Idp, TestKey};
+use crate::support::{echo, postern_command, request, tls_connect, Response, TlsOptions};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,10 +29,9 @@ fn every_preset_passes_check() {
     presets.sort();
     assert!(presets.len() >= 4, "{presets:?}");
     for preset in presets {
-        let output = Command::new(env!("CARGO_BIN_EXE_postern"))
+        let output = postern_command()
             .args(["check", "-c"])
             .arg(&preset)
-            .env_remove("POSTERN_CONFIG")
             .output()
             .expect("run check");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -86,7 +84,7 @@ async fn domino_path_preset_enforces_the_spec_table() {
     let dir = tempfile::tempdir().expect("temp dir");
     let stderr = dir.path().join("stderr.log");
     let url = |addr: SocketAddr| format!("http://{addr}");
-    let child = Command::new(env!("CARGO_BIN_EXE_postern"))
+    let child = postern_command()
         .args(["run", "-c"])
         .arg(repo().join("examples/domino-path.toml"))
         .env(

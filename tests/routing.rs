@@ -1,12 +1,11 @@
 //! Route choice, path canonicalisation, deny/allow and upstream failures, seen
 //! from a real client through the real `postern` binary.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{
+
+use crate::support::{
     assert_gateway_error, closed_port, echo, get, request, upstream, upstream_header, Gateway,
 };
 

@@ -2,12 +2,12 @@
 //! an idle TLS connection, an idle keep-alive connection and a stalled body
 //! are each cut off by their timeout, while other clients keep being served.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{echo, upstream, Gateway, TlsConn, TlsOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support;
+use crate::support::{echo, upstream, Gateway, TlsConn, TlsOptions};
 
 /// The gateway under test holds clients to short timeouts so the tests are quick.
 async fn gateway(body: &str) -> Gateway {

@@ -4,12 +4,12 @@
 //! second one hidden in it. Every case ends with the upstream asked what
 //! it received.
 
-mod support;
-
 use std::time::Duration;
 
 use postern_echo::EchoServer;
-use support::{echo, upstream, Gateway, Response};
+
+use crate::support;
+use crate::support::{echo, upstream, Gateway, Response};
 
 const HOST: &str = "api.example.com";
 

@@ -2,9 +2,8 @@
 //! for hosts the connection's certificate does not cover, ALPN and
 //! `min_version`.
 
-mod support;
-
-use support::{
+use crate::support;
+use crate::support::{
     assert_gateway_error, echo, get, upstream, upstream_header, Gateway, H2Conn, TlsOptions,
 };
 

@@ -3,12 +3,12 @@
 //! again once its checks pass; an unchecked one is ejected after repeated
 //! connect failures.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use postern_echo::EchoServer;
-use support::{assert_gateway_error, echo, Gateway};
+
+use crate::support;
+use crate::support::{assert_gateway_error, echo, Gateway};
 
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()

@@ -2,8 +2,6 @@
 //! and a client certificate is presented when the upstream demands one
 //! (mTLS). The upstream here is a real rustls server on a real socket.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -14,9 +12,10 @@ use rcgen::{
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use support::{assert_gateway_error, Gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::support::{assert_gateway_error, postern_command, Gateway};
 
 /// A CA that issues certificates for this test, written to `dir`.
 struct Ca {
@@ -283,7 +282,7 @@ fn client_certificate_problems_are_reported_by_check() {
     for (case, upstream, expected) in cases {
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, format!("{base}{upstream}")).expect("write");
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        let output = postern_command()
             .args(["check", "-c"])
             .arg(&path)
             .output()

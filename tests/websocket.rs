@@ -1,14 +1,13 @@
 //! WebSocket upgrades through the gateway over TLS, to the echo backend.
 
-mod support;
-
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use support::{assert_gateway_error, echo, upstream, upstream_header, Gateway};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{assert_gateway_error, echo, upstream, upstream_header, Gateway};
 
 fn ws_routes(data: std::net::SocketAddr) -> String {
     format!(

@@ -224,10 +224,6 @@ impl Idp {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `http://127.0.0.1:PORT`: the `iss` of its tokens, and the base of discovery.
     pub fn issuer(&self) -> String {
         self.state.issuer.clone()

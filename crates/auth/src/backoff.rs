@@ -29,10 +29,14 @@ const MAX_TRACKED: usize = 100_000;
 /// A source as a whole waits after this many times `max_failures` failures.
 pub const SOURCE_CEILING: u32 = 4;
 
+/// When failures from one source start to cost waiting.
 #[derive(Debug, Clone, Copy)]
 pub struct BackoffPolicy {
+    /// Failures from one source before it must wait.
     pub max_failures: u32,
+    /// The first wait; each further failure doubles it.
     pub initial: Duration,
+    /// The longest wait.
     pub max: Duration,
 }
 
@@ -54,10 +58,13 @@ enum Subject {
 /// Who must wait: one user name at a source, or the whole source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
+    /// One user name at one source.
     User,
+    /// Every request from the source, whatever the name.
     Source,
 }
 
+/// Failure counts and waits per source address.
 pub struct Backoff {
     policy: BackoffPolicy,
     names: RandomState,
@@ -65,6 +72,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// No source tracked yet.
     pub fn new(policy: BackoffPolicy) -> Self {
         Backoff {
             policy,

@@ -30,6 +30,8 @@ const MAX_HEADER: usize = 4096;
 /// Checks that may wait for a hashing slot before new ones are turned away.
 const MAX_WAITING_PER_SLOT: usize = 8;
 
+/// HTTP basic authentication against argon2id and bcrypt hashes, with
+/// a cache of verified credentials and a backoff per source.
 pub struct BasicAuthenticator {
     name: String,
     challenge: String,
@@ -86,14 +88,20 @@ impl Drop for Pending<'_> {
 
 /// What a basic authenticator is built from, already validated.
 pub struct BasicSpec {
+    /// The `[auth]` key.
     pub name: String,
+    /// The realm of the `WWW-Authenticate` challenge.
     pub realm: String,
+    /// (user, hash) pairs; the first pair of a user wins.
     pub accounts: Vec<(String, PasswordHash)>,
+    /// How long a verified user and password are remembered.
     pub cache_ttl: Duration,
+    /// When failures cost waiting.
     pub backoff: BackoffPolicy,
 }
 
 impl BasicAuthenticator {
+    /// The authenticator, or None when there are no accounts.
     pub fn new(spec: BasicSpec) -> Option<Self> {
         let decoy = spec.accounts.first()?.1.decoy();
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -116,6 +124,7 @@ impl BasicAuthenticator {
         })
     }
 
+    /// The `[auth]` key.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -140,6 +149,7 @@ impl BasicAuthenticator {
         }))
     }
 
+    /// Decides on the `Authorization` value of a request from `source`.
     pub async fn check(&self, authorization: Option<&[u8]>, source: IpAddr) -> Verdict {
         let now = Instant::now();
         let Some(authorization) = authorization else {

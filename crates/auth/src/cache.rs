@@ -9,12 +9,15 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::Instant;
 
+/// A bounded map whose entries expire; when full, it drops expired
+/// entries, and everything if none has expired.
 pub struct ExpiringCache<K, V> {
     entries: Mutex<HashMap<K, (Instant, V)>>,
     capacity: usize,
 }
 
 impl<K: Eq + Hash, V: Clone> ExpiringCache<K, V> {
+    /// An empty cache for up to `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         ExpiringCache {
             entries: Mutex::new(HashMap::new()),
@@ -22,6 +25,7 @@ impl<K: Eq + Hash, V: Clone> ExpiringCache<K, V> {
         }
     }
 
+    /// The value for `key`, if it has not expired by `now`.
     pub fn get(&self, key: &K, now: Instant) -> Option<V> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         match entries.get(key) {
@@ -34,6 +38,7 @@ impl<K: Eq + Hash, V: Clone> ExpiringCache<K, V> {
         }
     }
 
+    /// Keeps `value` for `key` until `until` (nothing if that is not after `now`).
     pub fn insert(&self, key: K, value: V, until: Instant, now: Instant) {
         if until <= now || self.capacity == 0 {
             return;
@@ -48,15 +53,18 @@ impl<K: Eq + Hash, V: Clone> ExpiringCache<K, V> {
         entries.insert(key, (until, value));
     }
 
+    /// Forgets `key`'s entry, if there is one.
     pub fn remove(&self, key: &K) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.remove(key);
     }
 
+    /// Entries held, expired ones included.
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -13,6 +13,7 @@ use argon2::Argon2;
 pub const HOW_TO_HASH: &str =
     "hash it with `postern hash-password` (argon2id) or `htpasswd -B` (bcrypt)";
 
+/// A password hash the gateway accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PasswordHash {
     /// A validated argon2id PHC string.
@@ -130,8 +131,11 @@ pub fn hash_password(password: &[u8]) -> Result<String, String> {
 /// One `user:hash` line of an htpasswd file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HtpasswdEntry {
+    /// 1-based line number.
     pub line: usize,
+    /// The user name before the `:`.
     pub user: String,
+    /// The hash after the `:`, as written.
     pub hash: String,
 }
 

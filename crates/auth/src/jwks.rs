@@ -22,6 +22,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// With no keys at all, requests may retry the IdP this often.
 const EMPTY_RETRY: Duration = Duration::from_secs(1);
 
+/// Where a JWK Set is found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// The JWK Set's URL.
@@ -33,7 +34,9 @@ pub enum Endpoint {
 /// Counters for metrics and tests.
 #[derive(Debug, Default)]
 pub struct FetchStats {
+    /// Fetch attempts.
     pub fetches: AtomicU64,
+    /// Fetch attempts that failed.
     pub failures: AtomicU64,
 }
 
@@ -45,6 +48,8 @@ struct Timing {
     last_kid_refetch: Option<Instant>,
 }
 
+/// A JWK Set fetched over HTTP(S), refreshed in the background, and
+/// fetched again (at most once per cooldown) for an unknown `kid`.
 pub struct RemoteKeys {
     name: String,
     endpoint: Endpoint,
@@ -57,10 +62,12 @@ pub struct RemoteKeys {
     refreshing: AtomicBool,
     refresh_interval: Duration,
     cooldown: Duration,
+    /// Fetch counters.
     pub stats: FetchStats,
 }
 
 impl RemoteKeys {
+    /// Keys for `endpoint`, not fetched yet.
     pub fn new(
         name: &str,
         endpoint: Endpoint,
@@ -83,6 +90,8 @@ impl RemoteKeys {
         }
     }
 
+    /// The HTTP client settings for fetching keys: timeouts, few
+    /// redirects, Postern's user agent.
     pub fn client_builder() -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
@@ -100,6 +109,7 @@ impl RemoteKeys {
             .clone()
     }
 
+    /// How many fetches have succeeded.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }

@@ -25,20 +25,33 @@ use crate::{Denial, Identity, Verdict};
 /// Longest token read; real ones are a few KiB at most.
 const MAX_TOKEN: usize = 16 * 1024;
 
+/// Where a JWT authenticator's keys come from.
 pub enum KeySource {
+    /// Keys fixed at load: PEM files, JWK Set files or a secret.
     Static(Arc<KeySet>),
+    /// A JWK Set fetched over HTTP(S).
     Remote(Arc<RemoteKeys>),
 }
 
+/// What a JWT authenticator is built from, already validated.
 pub struct JwtSpec {
+    /// The `[auth]` key; also the challenge's realm.
     pub name: String,
+    /// The verification keys.
     pub keys: KeySource,
+    /// The `iss` tokens must carry, if set.
     pub issuer: Option<String>,
+    /// Tokens must name one of these in `aud`; empty: `aud` is not checked.
     pub audiences: Vec<String>,
+    /// The algorithms accepted.
     pub algorithms: Vec<Algorithm>,
+    /// Clock skew allowed on `exp` and `nbf`.
     pub leeway: Duration,
+    /// Claims every token must carry, beyond `exp`.
     pub required_claims: Vec<String>,
+    /// Also read the token from this cookie.
     pub cookie: Option<String>,
+    /// (claim, header) pairs set on the forwarded request.
     pub claims_to_headers: Vec<(String, String)>,
 }
 
@@ -51,6 +64,8 @@ struct Verified {
     key: KeyFingerprint,
 }
 
+/// Bearer-token authentication: signature, `exp`, `nbf`, `iss`, `aud`
+/// and required claims checked, verified tokens cached.
 pub struct JwtAuthenticator {
     spec: JwtSpec,
     challenge_prefix: String,
@@ -59,6 +74,7 @@ pub struct JwtAuthenticator {
 }
 
 impl JwtAuthenticator {
+    /// The authenticator for `spec`.
     pub fn new(spec: JwtSpec) -> Self {
         JwtAuthenticator {
             challenge_prefix: format!("Bearer realm=\"{}\"", spec.name),
@@ -67,6 +83,7 @@ impl JwtAuthenticator {
         }
     }
 
+    /// The `[auth]` key.
     pub fn name(&self) -> &str {
         &self.spec.name
     }
@@ -76,6 +93,7 @@ impl JwtAuthenticator {
         self.spec.claims_to_headers.iter().map(|(_, h)| h.as_str())
     }
 
+    /// The fetched key set, when keys come over HTTP(S).
     pub fn remote_keys(&self) -> Option<&Arc<RemoteKeys>> {
         match &self.spec.keys {
             KeySource::Remote(remote) => Some(remote),
@@ -93,6 +111,7 @@ impl JwtAuthenticator {
         })
     }
 
+    /// Decides on a request's `Authorization` value and `Cookie` lines.
     pub async fn check(&self, authorization: Option<&[u8]>, cookies: &[&[u8]]) -> Verdict {
         let token = match find_token(authorization, cookies, self.spec.cookie.as_deref()) {
             Ok(token) => token,

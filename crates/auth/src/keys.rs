@@ -15,12 +15,17 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 /// The family an algorithm's key belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyFamily {
+    /// RS*, PS*.
     Rsa,
+    /// ES256, ES384.
     Ec,
+    /// EdDSA.
     Ed,
+    /// HS256, HS384, HS512.
     Hmac,
 }
 
+/// The key family `alg` needs.
 pub fn family_of(alg: Algorithm) -> KeyFamily {
     match alg {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => KeyFamily::Hmac,
@@ -51,16 +56,22 @@ impl KeyFingerprint {
     }
 }
 
+/// One key that can verify tokens of its family.
 pub struct VerifyingKey {
+    /// The `kid` it is published under, if any.
     pub kid: Option<String>,
     /// Set when the key names its algorithm (a JWK's `alg`).
     pub alg: Option<Algorithm>,
+    /// The algorithm family it verifies.
     pub family: KeyFamily,
+    /// The key material.
     pub key: DecodingKey,
+    /// What the cache remembers it by, to drop tokens it verified once it is withdrawn.
     pub fingerprint: KeyFingerprint,
 }
 
 impl VerifyingKey {
+    /// Whether this key may verify a token signed with `alg`.
     pub fn fits(&self, alg: Algorithm) -> bool {
         self.family == family_of(alg) && self.alg.is_none_or(|own| own == alg)
     }
@@ -98,8 +109,10 @@ pub enum Miss {
     Unknown,
 }
 
+/// The keys one authenticator verifies with.
 #[derive(Debug, Default)]
 pub struct KeySet {
+    /// Every key of the set.
     pub keys: Vec<VerifyingKey>,
     /// Kids of the set's JWKs that verify nothing, so a token naming one is
     /// refused for what it is, without refetching a set that already has it.

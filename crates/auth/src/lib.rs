@@ -47,18 +47,27 @@ impl Identity {
     }
 }
 
+/// Why a request was refused, and how the gateway answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
     /// 401 with this `WWW-Authenticate` value. `reason` is for the log.
-    Unauthorized { challenge: String, reason: String },
+    Unauthorized {
+        /// The `WWW-Authenticate` value.
+        challenge: String,
+        /// Why, for the log.
+        reason: String,
+    },
     /// 429 with `Retry-After`.
     TooManyRequests {
+        /// How long the source must wait.
         retry_after: Duration,
+        /// Why, for the log.
         reason: String,
     },
 }
 
 impl Denial {
+    /// Why, for the log.
     pub fn reason(&self) -> &str {
         match self {
             Denial::Unauthorized { reason, .. } | Denial::TooManyRequests { reason, .. } => reason,
@@ -66,13 +75,17 @@ impl Denial {
     }
 }
 
+/// An authenticator's decision on one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// The credentials are good: forward, as this identity.
     Allow(Identity),
+    /// Refuse the request.
     Deny(Denial),
 }
 
 impl Verdict {
+    /// Whether the request may be forwarded.
     pub fn is_allowed(&self) -> bool {
         matches!(self, Verdict::Allow(_))
     }
@@ -80,6 +93,7 @@ impl Verdict {
 
 /// The parts of a request an authenticator reads.
 pub struct Credentials<'a> {
+    /// The `Authorization` header's value, if any.
     pub authorization: Option<&'a [u8]>,
     /// Every `Cookie` header line.
     pub cookies: Vec<&'a [u8]>,
@@ -87,12 +101,16 @@ pub struct Credentials<'a> {
     pub client: IpAddr,
 }
 
+/// One `[auth.NAME]` authenticator, built.
 pub enum Authenticator {
+    /// `type = "jwt"`.
     Jwt(Box<jwt::JwtAuthenticator>),
+    /// `type = "basic"`.
     Basic(Box<basic::BasicAuthenticator>),
 }
 
 impl Authenticator {
+    /// The `[auth]` key it was built from.
     pub fn name(&self) -> &str {
         match self {
             Authenticator::Jwt(a) => a.name(),
@@ -100,6 +118,7 @@ impl Authenticator {
         }
     }
 
+    /// Decides on a request's credentials.
     pub async fn check(&self, credentials: &Credentials<'_>) -> Verdict {
         match self {
             Authenticator::Jwt(a) => {

@@ -13,12 +13,18 @@ use std::sync::Arc;
 pub enum Origin {
     /// A position in a config file (1-based line and column).
     File {
+        /// The file as it was named.
         path: Arc<str>,
+        /// 1-based line.
         line: u32,
+        /// 1-based column, in characters.
         column: u32,
     },
     /// An environment variable override.
-    Env { variable: Arc<str> },
+    Env {
+        /// The variable's name, `POSTERN_...`.
+        variable: Arc<str>,
+    },
 }
 
 impl Origin {
@@ -58,15 +64,20 @@ impl fmt::Display for Origin {
 /// How bad a finding is: errors stop the gateway from starting, warnings do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
+    /// Stops the gateway from starting (and `postern check` exits 1).
     Error,
+    /// Printed, but the configuration is used.
     Warning,
 }
 
 /// One finding about the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Error or warning.
     pub severity: Severity,
+    /// Where the offending value was written.
     pub origin: Origin,
+    /// What is wrong.
     pub message: String,
     /// How to fix it, when that can be said.
     pub help: Option<String>,
@@ -93,10 +104,12 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
+    /// Records an error at `origin`.
     pub fn error(&mut self, origin: &Origin, message: impl Into<String>) {
         self.push(Severity::Error, origin, message.into(), None);
     }
 
+    /// Records an error at `origin` with how to fix it.
     pub fn error_with_help(
         &mut self,
         origin: &Origin,
@@ -106,6 +119,7 @@ impl Diagnostics {
         self.push(Severity::Error, origin, message.into(), Some(help.into()));
     }
 
+    /// Records a warning at `origin`.
     pub fn warning(&mut self, origin: &Origin, message: impl Into<String>) {
         self.push(Severity::Warning, origin, message.into(), None);
     }
@@ -119,28 +133,34 @@ impl Diagnostics {
         });
     }
 
+    /// Appends `other`'s findings after these.
     pub fn extend(&mut self, other: Diagnostics) {
         self.items.extend(other.items);
     }
 
+    /// Whether any finding is an error.
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(|d| d.severity == Severity::Error)
     }
 
+    /// The errors, in the order found.
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.items.iter().filter(|d| d.severity == Severity::Error)
     }
 
+    /// The warnings, in the order found.
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
         self.items
             .iter()
             .filter(|d| d.severity == Severity::Warning)
     }
 
+    /// Every finding, in the order found.
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
         self.items.iter()
     }
 
+    /// Whether nothing was found.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }

@@ -38,7 +38,9 @@ pub fn accepted_keys() -> Vec<(&'static str, &'static [&'static str])> {
 /// A loaded configuration and the warnings found on the way.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The configuration, valid.
     pub config: Config,
+    /// Warnings found while loading it (no errors: those fail the load).
     pub warnings: Diagnostics,
 }
 

@@ -10,39 +10,53 @@ use postern_policy::source::Allowlist;
 
 use crate::diag::Origin;
 
+/// A whole configuration: `gateway.toml`, its overlays and the
+/// environment overrides, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The main file, as given.
     pub file: PathBuf,
     /// The files that were layered over it, in order.
     pub overlays: Vec<PathBuf>,
+    /// `[gateway]`.
     pub gateway: Gateway,
+    /// `[[listeners]]`, in file order.
     pub listeners: Vec<Listener>,
+    /// `[tls]` and its certificates.
     pub tls: Tls,
+    /// `[upstreams.NAME]`.
     pub upstreams: Vec<Upstream>,
+    /// `[auth.NAME]`.
     pub auth: Vec<Authenticator>,
+    /// `[[routes]]`, in file order.
     pub routes: Vec<Route>,
 }
 
 impl Config {
+    /// The upstream called `name`.
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
         self.upstreams.iter().find(|u| u.name == name)
     }
 
+    /// The authenticator called `name`.
     pub fn authenticator(&self, name: &str) -> Option<&Authenticator> {
         self.auth.iter().find(|a| a.name == name)
     }
 
+    /// The listener called `name`.
     pub fn listener(&self, name: &str) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.name == name)
     }
 }
 
+/// `[gateway]`: process-wide settings.
 #[derive(Debug, Clone)]
 pub struct Gateway {
+    /// Worker threads per listener service.
     pub threads: usize,
     /// Peers whose X-Forwarded-For / Forwarded headers are believed.
     pub trusted_proxies: Allowlist,
+    /// Where the access log goes.
     pub access_log: AccessLog,
     /// Request line plus headers, in bytes; more gets 431.
     pub max_header_size: u64,
@@ -51,6 +65,7 @@ pub struct Gateway {
     /// Unix socket on which `postern run --upgrade` receives the listening
     /// sockets of the process it replaces.
     pub upgrade_socket: PathBuf,
+    /// How long clients may take (`client_header_timeout` and kin).
     pub client_timeouts: ClientTimeouts,
 }
 
@@ -138,20 +153,28 @@ pub const DEFAULT_PATH_PREFIX: &str = "/";
 /// Where the one-JSON-line-per-request access log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLog {
+    /// One JSON line per request on stdout.
     Stdout,
+    /// No access log.
     Off,
     /// Appended to; relative paths are resolved against the config's directory.
     File(PathBuf),
 }
 
+/// One `[[listeners]]` entry.
 #[derive(Debug, Clone)]
 pub struct Listener {
+    /// Unique; routes name it in `listeners`.
     pub name: String,
+    /// The address to bind.
     pub address: SocketAddr,
+    /// What the listener speaks.
     pub kind: ListenerKind,
+    /// Where the entry was written.
     pub origin: Origin,
 }
 
+/// What a listener does with connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
     /// Plain HTTP, routes served.
@@ -162,13 +185,17 @@ pub enum ListenerKind {
     RedirectHttps,
 }
 
+/// A TLS protocol version, `min_version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TlsVersion {
+    /// TLS 1.2.
     Tls12,
+    /// TLS 1.3.
     Tls13,
 }
 
 impl TlsVersion {
+    /// The version as config spells it: "1.2" or "1.3".
     pub fn as_str(self) -> &'static str {
         match self {
             TlsVersion::Tls12 => "1.2",
@@ -177,25 +204,33 @@ impl TlsVersion {
     }
 }
 
+/// `[tls]`.
 #[derive(Debug, Clone)]
 pub struct Tls {
+    /// The oldest version offered to clients.
     pub min_version: TlsVersion,
     /// Refuse the handshake for a server name no certificate covers, instead
     /// of serving the default certificate.
     pub strict_sni: bool,
+    /// `[[tls.certificates]]`, in file order; the first is the default.
     pub certificates: Vec<Certificate>,
 }
 
+/// One `[[tls.certificates]]` entry.
 #[derive(Debug, Clone)]
 pub struct Certificate {
+    /// The SNI names it is served for.
     pub server_names: Vec<HostPattern>,
+    /// Its files.
     pub source: CertificateSource,
+    /// Where the entry was written.
     pub origin: Origin,
 }
 
 /// Where a certificate and its key are read from.
 #[derive(Debug, Clone)]
 pub enum CertificateSource {
+    /// A PEM chain and a PEM key, `cert` and `key`.
     Pem {
         /// PEM certificate chain, leaf first.
         cert: PathBuf,
@@ -204,6 +239,7 @@ pub enum CertificateSource {
     },
     /// A PKCS#12 (PFX) or JKS file, told apart by content.
     Keystore {
+        /// The keystore file.
         path: PathBuf,
         /// The environment variable holding the password; none = empty password.
         password_env: Option<String>,
@@ -230,22 +266,33 @@ impl Certificate {
     }
 }
 
+/// How the gateway talks to an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// Plain HTTP.
     Http,
+    /// HTTP over TLS, the upstream's certificate verified.
     Https,
 }
 
+/// One `[upstreams.NAME]` table.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// The table's key.
     pub name: String,
+    /// `url`, as written.
     pub url: String,
+    /// From the URL's scheme.
     pub scheme: Scheme,
     /// Host name or IP literal (without brackets), used to connect and as SNI.
     pub host: String,
+    /// From the URL, or the scheme's default.
     pub port: u16,
+    /// `connect_timeout`.
     pub connect_timeout: Duration,
+    /// `read_timeout`.
     pub read_timeout: Duration,
+    /// `write_timeout`.
     pub write_timeout: Duration,
     /// How long an idle pooled connection to the upstream is kept for reuse.
     pub idle_timeout: Duration,
@@ -258,14 +305,18 @@ pub struct Upstream {
     /// The gateway reports itself down (`/health`, `/health/ready`: 503)
     /// while this upstream is.
     pub required: bool,
+    /// Where the table was written.
     pub origin: Origin,
 }
 
+/// `[upstreams.NAME.health]`: an active health check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     /// Requested with GET; a 2xx or 3xx answer is healthy.
     pub path: String,
+    /// Time between two checks.
     pub interval: Duration,
+    /// How long one check may take.
     pub timeout: Duration,
     /// Successes in a row that bring an unhealthy upstream back.
     pub healthy_threshold: u32,
@@ -273,8 +324,10 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
 }
 
+/// What a route forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteTarget {
+    /// The upstream with this name.
     Upstream(String),
     /// One of the gateway's own endpoints.
     Service(Service),
@@ -294,6 +347,7 @@ pub enum Service {
 }
 
 impl Service {
+    /// The service as config spells it.
     pub fn name(self) -> &'static str {
         match self {
             Service::Metrics => "metrics",
@@ -303,18 +357,25 @@ impl Service {
     }
 }
 
+/// One `[[routes]]` entry.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// Unique; named in errors, logs and metrics.
     pub name: String,
+    /// `host`; None: any host.
     pub host: Option<HostPattern>,
     /// Canonical, no trailing slash except for "/".
     pub path_prefix: String,
+    /// Forward the path without the prefix.
     pub strip_prefix: bool,
     /// Forward double encoding (`%25` and two hex digits) instead of
     /// refusing it: for a backend that decodes a path exactly once.
     pub allow_encoded_percent: bool,
+    /// `upstream`, `service`, or nothing.
     pub target: RouteTarget,
+    /// `allow`: the sources that may use the route; None: any.
     pub allow: Option<Allowlist>,
+    /// `deny = true`: every request gets 403.
     pub deny: bool,
     /// A key of `[auth]`.
     pub auth: Option<String>,
@@ -322,20 +383,27 @@ pub struct Route {
     pub max_body_size: Option<u64>,
     /// None: every listener that serves routes.
     pub listeners: Option<Vec<String>>,
+    /// Where the entry was written.
     pub origin: Origin,
 }
 
 /// A named authenticator, `[auth.NAME]`.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
+    /// The table's key.
     pub name: String,
+    /// JWT or basic, with its settings.
     pub kind: AuthKind,
+    /// Where the table was written.
     pub origin: Origin,
 }
 
+/// The kind of an authenticator, `type`.
 #[derive(Debug, Clone)]
 pub enum AuthKind {
+    /// `type = "jwt"`.
     Jwt(JwtSettings),
+    /// `type = "basic"`.
     Basic(BasicSettings),
 }
 
@@ -352,14 +420,20 @@ pub enum JwtKeySource {
     SecretEnv(String),
 }
 
+/// The settings of a `type = "jwt"` authenticator.
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
+    /// Where verification keys come from.
     pub keys: JwtKeySource,
+    /// The `iss` tokens must carry, if set.
     pub issuer: Option<String>,
+    /// Tokens must name one of these in `aud`; empty: `aud` is not checked.
     pub audiences: Vec<String>,
     /// Upper-case JWS names ("RS256"); never "none".
     pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
     pub leeway: Duration,
+    /// Claims every token must carry.
     pub required_claims: Vec<String>,
     /// Also read the token from this cookie (Domino's is "KeepToken").
     pub cookie: Option<String>,
@@ -376,20 +450,28 @@ pub struct JwtSettings {
 /// One basic-auth account: the user, the hash as written, and where.
 #[derive(Debug, Clone)]
 pub struct BasicUser {
+    /// The user name.
     pub user: String,
+    /// The password hash, as written.
     pub hash: String,
+    /// Where the account was written.
     pub origin: Origin,
 }
 
+/// The settings of a `type = "basic"` authenticator.
 #[derive(Debug, Clone)]
 pub struct BasicSettings {
+    /// The realm of the `WWW-Authenticate` challenge.
     pub realm: String,
+    /// Accounts written in the config.
     pub users: Vec<BasicUser>,
+    /// An htpasswd file with more accounts.
     pub htpasswd: Option<PathBuf>,
     /// Failures from one source before it must wait.
     pub max_failures: u32,
     /// The first wait; each further failure doubles it up to `backoff_max`.
     pub backoff_initial: Duration,
+    /// The longest wait.
     pub backoff_max: Duration,
     /// How long a successful verification is remembered.
     pub cache_ttl: Duration,

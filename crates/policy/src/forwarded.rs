@@ -39,11 +39,17 @@ pub struct Hop<'a> {
 /// The values to set, in [`OWNED_HEADERS`] order (without the request id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardingHeaders {
+    /// The `X-Forwarded-For` value.
     pub x_forwarded_for: String,
+    /// The `X-Forwarded-Proto` value: "https" or "http".
     pub x_forwarded_proto: String,
+    /// The `X-Forwarded-Host` value: the Host the client asked for.
     pub x_forwarded_host: String,
+    /// The `X-Forwarded-Port` value: the gateway port the client connected to.
     pub x_forwarded_port: String,
+    /// The `X-Real-IP` value: the client address.
     pub x_real_ip: String,
+    /// The `Forwarded` (RFC 7239) value.
     pub forwarded: String,
 }
 

@@ -78,7 +78,10 @@ pub enum HostPattern {
     /// A normalised host, as [`normalize_host`] returns it (IP literals included).
     Exact(String),
     /// `*.example.com`, stored as the suffix `.example.com`.
-    Wildcard { suffix: String },
+    Wildcard {
+        /// The pattern without its `*`: `.example.com`.
+        suffix: String,
+    },
 }
 
 impl HostPattern {
@@ -126,6 +129,7 @@ impl HostPattern {
         }
     }
 
+    /// Whether this is a `*.` pattern.
     pub fn is_wildcard(&self) -> bool {
         matches!(self, HostPattern::Wildcard { .. })
     }

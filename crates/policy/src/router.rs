@@ -17,9 +17,11 @@ use crate::path::{end_of_segments, match_segments};
 /// One route as the router sees it; `value` is whatever the caller attaches.
 #[derive(Debug, Clone)]
 pub struct RouteEntry<T> {
+    /// The host pattern the route is for; `None` serves any host.
     pub host: Option<HostPattern>,
     /// A canonical path prefix ("/", "/api", "/api/v1").
     pub path_prefix: String,
+    /// What the caller gets back when this route matches.
     pub value: T,
 }
 
@@ -76,10 +78,14 @@ impl<T> HostGroup<T> {
 /// The chosen route and how many leading path segments its prefix covered.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Match<'a, T> {
+    /// The matched route's value.
     pub value: &'a T,
+    /// How many leading path segments the route's prefix covered.
     pub prefix_segments: usize,
 }
 
+/// Routes by host (exact, then wildcard, then any host) and longest
+/// path prefix within the host.
 #[derive(Debug)]
 pub struct Router<T> {
     exact: HashMap<String, HostGroup<T>>,
@@ -89,6 +95,7 @@ pub struct Router<T> {
 }
 
 impl<T> Router<T> {
+    /// Builds the router from every route entry.
     pub fn new(entries: impl IntoIterator<Item = RouteEntry<T>>) -> Self {
         let mut router = Router {
             exact: HashMap::new(),

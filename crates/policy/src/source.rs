@@ -21,6 +21,7 @@ pub struct Allowlist {
 /// Why an allowlist entry was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryError {
+    /// The entry as written.
     pub entry: String,
 }
 
@@ -59,6 +60,8 @@ impl Allowlist {
         })
     }
 
+    /// Parses every entry, as [`Allowlist::parse_entry`] does, keeping them
+    /// as written for display.
     pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Allowlist, EntryError> {
         let mut list = Allowlist::default();
         for entry in entries {
@@ -68,11 +71,14 @@ impl Allowlist {
         Ok(list)
     }
 
+    /// Whether `addr` is inside one of the entries (IPv4-mapped IPv6
+    /// addresses count as IPv4).
     pub fn contains(&self, addr: IpAddr) -> bool {
         let addr = unmap(addr);
         self.nets.iter().any(|net| net.contains(&addr))
     }
 
+    /// Whether the list has no entries.
     pub fn is_empty(&self) -> bool {
         self.nets.is_empty()
     }
