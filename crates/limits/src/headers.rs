@@ -76,8 +76,14 @@ mod tests {
     #[test]
     fn policy_header_states_quota_and_window() {
         assert_eq!(policy_header(&policy("10/m", None)), "\"login\";q=10;w=60");
-        assert_eq!(policy_header(&policy("10/m", Some(5))), "\"login\";q=5;w=30");
-        assert_eq!(policy_header(&policy("100/h", None)), "\"login\";q=100;w=3600");
+        assert_eq!(
+            policy_header(&policy("10/m", Some(5))),
+            "\"login\";q=5;w=30"
+        );
+        assert_eq!(
+            policy_header(&policy("100/h", None)),
+            "\"login\";q=100;w=3600"
+        );
         // A window under a second is still advertised as one second, never 0.
         assert_eq!(policy_header(&policy("5/s", Some(2))), "\"login\";q=2;w=1");
     }
@@ -85,22 +91,35 @@ mod tests {
     #[test]
     fn ratelimit_header_rounds_reset_up() {
         let login = policy("10/m", None);
-        let allowed = Decision::Allowed { remaining: 3, reset: Duration::from_millis(19_200) };
+        let allowed = Decision::Allowed {
+            remaining: 3,
+            reset: Duration::from_millis(19_200),
+        };
         assert_eq!(ratelimit_header(&login, &allowed), "\"login\";r=3;t=20");
-        let full = Decision::Allowed { remaining: 9, reset: Duration::ZERO };
+        let full = Decision::Allowed {
+            remaining: 9,
+            reset: Duration::ZERO,
+        };
         assert_eq!(ratelimit_header(&login, &full), "\"login\";r=9;t=0");
-        let limited = Decision::Limited { retry_after: Duration::from_millis(5_001) };
+        let limited = Decision::Limited {
+            retry_after: Duration::from_millis(5_001),
+        };
         assert_eq!(ratelimit_header(&login, &limited), "\"login\";r=0;t=6");
     }
 
     #[test]
     fn retry_after_is_whole_seconds_at_least_one() {
-        let limited = |ms| Decision::Limited { retry_after: Duration::from_millis(ms) };
+        let limited = |ms| Decision::Limited {
+            retry_after: Duration::from_millis(ms),
+        };
         assert_eq!(retry_after(&limited(6_000)).as_deref(), Some("6"));
         assert_eq!(retry_after(&limited(5_001)).as_deref(), Some("6"));
         assert_eq!(retry_after(&limited(1)).as_deref(), Some("1"));
         assert_eq!(retry_after(&limited(0)).as_deref(), Some("1"));
-        let allowed = Decision::Allowed { remaining: 1, reset: Duration::ZERO };
+        let allowed = Decision::Allowed {
+            remaining: 1,
+            reset: Duration::ZERO,
+        };
         assert_eq!(retry_after(&allowed), None);
     }
 

@@ -20,10 +20,16 @@ impl Limiter {
     pub fn new(policy: Policy, max_keys: usize, shared: Option<Arc<SharedStore>>) -> Limiter {
         let local = Arc::new(LocalLimiter::new(&policy, max_keys));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let every = policy.refill().clamp(Duration::from_secs(1), Duration::from_secs(60));
+            let every = policy
+                .refill()
+                .clamp(Duration::from_secs(1), Duration::from_secs(60));
             runtime.spawn(evict_idle(Arc::downgrade(&local), every));
         }
-        Limiter { policy, local, shared }
+        Limiter {
+            policy,
+            local,
+            shared,
+        }
     }
 
     pub fn policy(&self) -> &Policy {

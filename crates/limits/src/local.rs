@@ -46,7 +46,9 @@ impl BoundedStore {
     fn new(max_keys: usize) -> BoundedStore {
         BoundedStore {
             tracked: DashMap::new(),
-            overflow: (0..OVERFLOW_BUCKETS).map(|_| InMemoryState::default()).collect(),
+            overflow: (0..OVERFLOW_BUCKETS)
+                .map(|_| InMemoryState::default())
+                .collect(),
             max_keys,
         }
     }
@@ -175,7 +177,8 @@ impl<C: Clock> LocalLimiter<C> {
         if countdown > 1 {
             return;
         }
-        self.checks_until_sweep.store(self.sweep_every, Ordering::Relaxed);
+        self.checks_until_sweep
+            .store(self.sweep_every, Ordering::Relaxed);
         if self.limiter.len() >= self.sweep_threshold() {
             self.limiter.retain_recent();
         }
@@ -192,14 +195,23 @@ mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
 
-    fn limiter(rate: &str, burst: Option<u32>, max_keys: usize) -> (LocalLimiter<FakeRelativeClock>, FakeRelativeClock) {
+    fn limiter(
+        rate: &str,
+        burst: Option<u32>,
+        max_keys: usize,
+    ) -> (LocalLimiter<FakeRelativeClock>, FakeRelativeClock) {
         let policy = Policy::new("login", rate.parse().unwrap(), burst).unwrap();
         let clock = FakeRelativeClock::default();
-        (LocalLimiter::with_clock(&policy, max_keys, clock.clone()), clock)
+        (
+            LocalLimiter::with_clock(&policy, max_keys, clock.clone()),
+            clock,
+        )
     }
 
     fn allowed_now(limiter: &LocalLimiter<FakeRelativeClock>, key: &str) -> usize {
-        (0..1000).take_while(|_| limiter.check(key).is_allowed()).count()
+        (0..1000)
+            .take_while(|_| limiter.check(key).is_allowed())
+            .count()
     }
 
     #[test]
@@ -207,16 +219,32 @@ mod tests {
         let (limiter, clock) = limiter("10/m", Some(5), 100);
         assert_eq!(
             limiter.check("a"),
-            Decision::Allowed { remaining: 4, reset: Duration::from_secs(6) }
+            Decision::Allowed {
+                remaining: 4,
+                reset: Duration::from_secs(6)
+            }
         );
         assert_eq!(allowed_now(&limiter, "a"), 4);
-        assert_eq!(limiter.check("a"), Decision::Limited { retry_after: Duration::from_secs(6) });
+        assert_eq!(
+            limiter.check("a"),
+            Decision::Limited {
+                retry_after: Duration::from_secs(6)
+            }
+        );
         clock.advance(Duration::from_secs(4));
-        assert_eq!(limiter.check("a"), Decision::Limited { retry_after: Duration::from_secs(2) });
+        assert_eq!(
+            limiter.check("a"),
+            Decision::Limited {
+                retry_after: Duration::from_secs(2)
+            }
+        );
         clock.advance(Duration::from_secs(2));
         assert_eq!(
             limiter.check("a"),
-            Decision::Allowed { remaining: 0, reset: Duration::from_secs(30) }
+            Decision::Allowed {
+                remaining: 0,
+                reset: Duration::from_secs(30)
+            }
         );
         assert!(!limiter.check("a").is_allowed());
         // A minute idle refills the whole burst, and no more than it.
@@ -266,7 +294,10 @@ mod tests {
             .filter(|i| limiter.check(&format!("new{i}")).is_allowed())
             .count();
         assert_eq!(limiter.tracked_keys(), 10);
-        assert!(allowed <= OVERFLOW_BUCKETS, "{allowed} new keys let through");
+        assert!(
+            allowed <= OVERFLOW_BUCKETS,
+            "{allowed} new keys let through"
+        );
         assert!(allowed > 0);
         // Tracked keys keep their own buckets.
         assert!(!limiter.check("k0").is_allowed());

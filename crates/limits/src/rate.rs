@@ -75,9 +75,8 @@ impl FromStr for Rate {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Rate, String> {
-        let expected = format!(
-            "rate {text:?}: expected N/UNIT such as \"10/m\", with UNIT one of s, m or h"
-        );
+        let expected =
+            format!("rate {text:?}: expected N/UNIT such as \"10/m\", with UNIT one of s, m or h");
         let Some((count, unit)) = text.split_once('/') else {
             return Err(expected);
         };
@@ -171,8 +170,9 @@ impl Policy {
             Some(n) if n > MAX_COUNT => {
                 return Err(format!("burst {n}: must be at most {MAX_COUNT}"));
             }
-            Some(n) => NonZeroU32::new(n)
-                .ok_or_else(|| "burst 0: must be at least 1 (the request being decided)".to_owned())?,
+            Some(n) => NonZeroU32::new(n).ok_or_else(|| {
+                "burst 0: must be at least 1 (the request being decided)".to_owned()
+            })?,
         };
         Ok(Policy {
             name: name.to_owned(),
@@ -209,15 +209,27 @@ mod tests {
         assert_eq!(rate.count().get(), 10);
         assert_eq!(rate.per(), Per::Minute);
         assert_eq!(rate.interval(), Duration::from_secs(6));
-        assert_eq!("5/s".parse::<Rate>().unwrap().interval(), Duration::from_millis(200));
-        assert_eq!("100/h".parse::<Rate>().unwrap().interval(), Duration::from_secs(36));
-        assert_eq!("1000000/s".parse::<Rate>().unwrap().interval(), Duration::from_micros(1));
+        assert_eq!(
+            "5/s".parse::<Rate>().unwrap().interval(),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            "100/h".parse::<Rate>().unwrap().interval(),
+            Duration::from_secs(36)
+        );
+        assert_eq!(
+            "1000000/s".parse::<Rate>().unwrap().interval(),
+            Duration::from_micros(1)
+        );
         assert_eq!("100/h".parse::<Rate>().unwrap().to_string(), "100/h");
     }
 
     #[test]
     fn bad_rates_are_refused_with_the_reason() {
-        for bad in ["", "10", "10/", "/m", "10/min", "10/M", " 10/m", "10 /m", "-1/m", "+1/m", "1.5/s", "ten/m", "10/m/s"] {
+        for bad in [
+            "", "10", "10/", "/m", "10/min", "10/M", " 10/m", "10 /m", "-1/m", "+1/m", "1.5/s",
+            "ten/m", "10/m/s",
+        ] {
             let err = bad.parse::<Rate>().unwrap_err();
             assert!(err.contains("expected N/UNIT"), "{bad:?}: {err}");
         }
@@ -237,7 +249,10 @@ mod tests {
             "header:X-Api-Key".parse::<LimitKey>().unwrap(),
             LimitKey::Header(HeaderName::from_static("x-api-key"))
         );
-        assert_eq!("claim:sub".parse::<LimitKey>().unwrap(), LimitKey::Claim("sub".into()));
+        assert_eq!(
+            "claim:sub".parse::<LimitKey>().unwrap(),
+            LimitKey::Claim("sub".into())
+        );
     }
 
     #[test]
@@ -246,9 +261,18 @@ mod tests {
             let err = bad.parse::<LimitKey>().unwrap_err();
             assert!(err.contains("expected \"client\""), "{bad:?}: {err}");
         }
-        assert!("header:".parse::<LimitKey>().unwrap_err().contains("not a valid header name"));
-        assert!("header:a b".parse::<LimitKey>().unwrap_err().contains("not a valid header name"));
-        assert!("claim:".parse::<LimitKey>().unwrap_err().contains("claim name is empty"));
+        assert!("header:"
+            .parse::<LimitKey>()
+            .unwrap_err()
+            .contains("not a valid header name"));
+        assert!("header:a b"
+            .parse::<LimitKey>()
+            .unwrap_err()
+            .contains("not a valid header name"));
+        assert!("claim:"
+            .parse::<LimitKey>()
+            .unwrap_err()
+            .contains("claim name is empty"));
     }
 
     #[test]
@@ -257,10 +281,19 @@ mod tests {
         let policy = Policy::new("login", rate, None).unwrap();
         assert_eq!(policy.burst().get(), 10);
         assert_eq!(policy.refill(), Duration::from_secs(60));
-        assert_eq!(Policy::new("login", rate, Some(5)).unwrap().refill(), Duration::from_secs(30));
-        assert!(Policy::new("login", rate, Some(0)).unwrap_err().contains("at least 1"));
-        assert!(Policy::new("login", rate, Some(2_000_000)).unwrap_err().contains("at most"));
-        assert!(Policy::new("log in", rate, None).unwrap_err().contains("printable ASCII"));
+        assert_eq!(
+            Policy::new("login", rate, Some(5)).unwrap().refill(),
+            Duration::from_secs(30)
+        );
+        assert!(Policy::new("login", rate, Some(0))
+            .unwrap_err()
+            .contains("at least 1"));
+        assert!(Policy::new("login", rate, Some(2_000_000))
+            .unwrap_err()
+            .contains("at most"));
+        assert!(Policy::new("log in", rate, None)
+            .unwrap_err()
+            .contains("printable ASCII"));
         assert!(Policy::new("", rate, None).is_err());
     }
 }

@@ -41,7 +41,10 @@ impl Default for StoreOptions {
 pub enum StoreHealth {
     Healthy,
     /// Deciding locally since `since`, because of `last_error` (no secrets in it).
-    Degraded { since: SystemTime, last_error: String },
+    Degraded {
+        since: SystemTime,
+        last_error: String,
+    },
 }
 
 /// A connection to the Redis that all replicas share; one per process, for every limit.
@@ -65,7 +68,9 @@ impl SharedStore {
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<SharedStore>, String> {
         let shown_url = redact_url(url);
         let client = redis::Client::open(url).map_err(|_| {
-            format!("shared_store {shown_url:?}: expected a URL such as \"redis://127.0.0.1:6379/0\"")
+            format!(
+                "shared_store {shown_url:?}: expected a URL such as \"redis://127.0.0.1:6379/0\""
+            )
         })?;
         let password = client.get_connection_info().redis.password.clone();
         let store = Arc::new(SharedStore {
@@ -90,7 +95,10 @@ impl SharedStore {
     }
 
     pub fn health(&self) -> StoreHealth {
-        self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Failed calls and reconnection attempts so far, for `postern_shared_store_errors_total`.
@@ -162,7 +170,10 @@ impl SharedStore {
         *self.lock_connection() = Some(connection);
         *self.health.lock().unwrap_or_else(|e| e.into_inner()) = StoreHealth::Healthy;
         if !self.healthy.swap(true, Ordering::AcqRel) {
-            log::info!("shared store {}: connected, limits are shared", self.shown_url);
+            log::info!(
+                "shared store {}: connected, limits are shared",
+                self.shown_url
+            );
         }
         Ok(())
     }
@@ -176,14 +187,20 @@ impl SharedStore {
             StoreHealth::Degraded { since, .. } if !was_healthy => *since,
             _ => SystemTime::now(),
         };
-        *health = StoreHealth::Degraded { since, last_error: error.clone() };
+        *health = StoreHealth::Degraded {
+            since,
+            last_error: error.clone(),
+        };
         if was_healthy {
             log::warn!(
                 "shared store {}: {error}; deciding limits locally until it answers again",
                 self.shown_url
             );
         } else {
-            log::debug!("shared store {}: still unreachable: {error}", self.shown_url);
+            log::debug!(
+                "shared store {}: still unreachable: {error}",
+                self.shown_url
+            );
         }
     }
 
@@ -232,15 +249,25 @@ mod tests {
 
     #[test]
     fn urls_lose_their_userinfo() {
-        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
-        assert_eq!(redact_url("redis://:s3cret@host:6379/0"), "redis://***@host:6379/0");
-        assert_eq!(redact_url("rediss://user:p@ss@host/1"), "rediss://***@host/1");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://user:p@ss@host/1"),
+            "rediss://***@host/1"
+        );
         assert_eq!(redact_url(":s3cret@host"), "(not a URL)");
     }
 
     #[tokio::test]
     async fn a_bad_url_is_refused_without_its_password() {
-        let Err(error) = SharedStore::connect("http://:s3cret@host/0", StoreOptions::default()).await
+        let Err(error) =
+            SharedStore::connect("http://:s3cret@host/0", StoreOptions::default()).await
         else {
             panic!("http:// accepted");
         };

@@ -16,7 +16,11 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut redis = Redis { port, child: None };
         redis.restart();
         redis
@@ -36,7 +40,11 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -102,7 +110,11 @@ async fn allowed(a: &Limiter, b: &Limiter, key: &str, tries: usize) -> usize {
 async fn wait_for_health(store: &SharedStore, healthy: bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while (store.health() == StoreHealth::Healthy) != healthy {
-        assert!(Instant::now() < deadline, "health stayed {:?}", store.health());
+        assert!(
+            Instant::now() < deadline,
+            "health stayed {:?}",
+            store.health()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -143,7 +155,11 @@ async fn losing_redis_falls_back_to_local_limits_and_recovers() {
     let started = Instant::now();
     // Every request is still decided, by each gateway's own limit of 5.
     assert_eq!(allowed(&a, &b, "client", 20).await, 10);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(store.errors() >= 1);
     let StoreHealth::Degraded { last_error, .. } = store.health() else {
         panic!("healthy with redis stopped");
@@ -161,7 +177,10 @@ async fn losing_redis_falls_back_to_local_limits_and_recovers() {
         if counted == 5 {
             break;
         }
-        assert!(Instant::now() < deadline, "not shared again: {counted} allowed");
+        assert!(
+            Instant::now() < deadline,
+            "not shared again: {counted} allowed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
