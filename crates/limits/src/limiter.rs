@@ -63,3 +63,21 @@ async fn evict_idle(local: Weak<LocalLimiter>, every: Duration) {
         local.evict_idle();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_keys_are_evicted_in_the_background() {
+        // Refilled in 1 ms, so every key is idle by the first sweep, one second in.
+        let policy = Policy::new("login", "1000/s".parse().unwrap(), Some(1)).unwrap();
+        let limiter = Limiter::new(policy, 100, None);
+        for i in 0..50 {
+            assert!(limiter.check(&format!("client-{i}")).await.is_allowed());
+        }
+        assert_eq!(limiter.local().tracked_keys(), 50);
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(limiter.local().tracked_keys(), 0);
+    }
+}
