@@ -129,8 +129,9 @@ impl SharedStore {
                     Decision::Limited { retry_after: wait }
                 });
             }
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("no answer within {:?}", self.options.timeout),
+            // The connection's own response timeout is the same as ours; either may fire.
+            Ok(Err(error)) if !error.is_timeout() => error.to_string(),
+            Ok(Err(_)) | Err(_) => format!("no answer within {:?}", self.options.timeout),
         };
         self.degrade(&error);
         None

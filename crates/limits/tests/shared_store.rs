@@ -56,6 +56,13 @@ impl Redis {
         }
     }
 
+    /// Freezes (`STOP`) or thaws (`CONT`) the server: a Redis that accepts but never answers.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
     fn command(&self, args: &[&str]) -> String {
         let output = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
@@ -197,4 +204,55 @@ async fn a_store_unreachable_at_start_connects_when_redis_comes_up() {
     wait_for_health(&store, true).await;
     limiter.check("client").await;
     assert_eq!(redis.command(&["DBSIZE"]), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_through_two_gateways_get_exactly_the_burst() {
+    let redis = Redis::start();
+    let (a, b, _store) = two_gateways(&redis, "7/h").await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { limiter.check("client").await.is_allowed() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += usize::from(task.await.unwrap());
+    }
+    assert_eq!(allowed, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_costs_one_timeout_then_nothing() {
+    let redis = Redis::start();
+    let (a, _b, store) = two_gateways(&redis, "3/h").await;
+    redis.signal("-STOP");
+    let started = Instant::now();
+    assert!(a.check("client").await.is_allowed());
+    let first = started.elapsed();
+    // The 50 ms timeout, with room for a loaded machine; never Redis's own timeouts.
+    assert!(first >= Duration::from_millis(50), "{first:?}");
+    assert!(first < Duration::from_millis(1000), "{first:?}");
+    let StoreHealth::Degraded { last_error, .. } = store.health() else {
+        panic!("healthy while redis is frozen");
+    };
+    assert!(last_error.contains("no answer within"), "{last_error}");
+    // Degraded: later decisions do not wait for Redis at all, and they are local ones.
+    let started = Instant::now();
+    assert_eq!(
+        (0..10)
+            .filter(|_| a.local().check("other").is_allowed())
+            .count(),
+        3
+    );
+    assert!(!a.check("other").await.is_allowed());
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        started.elapsed()
+    );
+    redis.signal("-CONT");
+    wait_for_health(&store, true).await;
 }
