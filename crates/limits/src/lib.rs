@@ -1,0 +1,44 @@
+//! Postern's rate-limiting engine, for the `[limits.NAME]` tables of gateway.toml (issue 19,
+//! "Shield the backends"): the open endpoints of Domino and Keycloak that turn a password into
+//! a token need a limit per client that holds however many gateway replicas run.
+//!
+//! - [`Policy`]: a name, a [`Rate`] (`"10/m"`) and a burst, parsed here so the config crate
+//!   reports bad spellings; [`LimitKey`] says what a limit counts by.
+//! - [`LocalLimiter`]: GCRA per key in this process (governor), in memory bounded whatever the
+//!   number of distinct keys.
+//! - [`SharedStore`] and [`Limiter`]: the same GCRA in Redis, one atomic round trip per
+//!   decision, falling back to the local limiter at once when Redis is slow or gone.
+//! - [`headers`]: `RateLimit-Policy`, `RateLimit` and `Retry-After` values for a decision.
+//!
+//! The semantics are nginx's `limit_req` with `burst` and `nodelay`: a request is let through
+//! or refused at once, never queued. Nothing here knows about Pingora or HTTP requests; the
+//! gateway extracts the key and turns a [`Decision`] into a response.
+
+pub mod headers;
+mod limiter;
+mod local;
+mod rate;
+mod shared;
+
+use std::time::Duration;
+
+pub use limiter::Limiter;
+pub use local::{LocalLimiter, OVERFLOW_BUCKETS};
+pub use rate::{LimitKey, Per, Policy, Rate, MAX_COUNT};
+pub use shared::{SharedStore, StoreHealth, StoreOptions};
+
+/// The answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through. `remaining` more requests would be let through right now; after
+    /// `reset` the bucket is full again.
+    Allowed { remaining: u32, reset: Duration },
+    /// Refuse it (429); a request after `retry_after` would be let through.
+    Limited { retry_after: Duration },
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allowed { .. })
+    }
+}
