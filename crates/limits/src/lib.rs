@@ -32,12 +32,21 @@ pub use shared::{SharedStore, StoreHealth, StoreOptions};
 pub enum Decision {
     /// Let it through. `remaining` more requests would be let through right now; after
     /// `reset` the bucket is full again.
-    Allowed { remaining: u32, reset: Duration },
+    Allowed {
+        /// Requests that would still be let through right now.
+        remaining: u32,
+        /// When the bucket is full again.
+        reset: Duration,
+    },
     /// Refuse it (429); a request after `retry_after` would be let through.
-    Limited { retry_after: Duration },
+    Limited {
+        /// How long until a request would be let through.
+        retry_after: Duration,
+    },
 }
 
 impl Decision {
+    /// Whether the request may go on.
     pub fn is_allowed(&self) -> bool {
         matches!(self, Decision::Allowed { .. })
     }

@@ -32,10 +32,12 @@ impl Limiter {
         }
     }
 
+    /// The limit this limiter enforces.
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
 
+    /// The per-instance limiter, used while the shared store does not answer.
     pub fn local(&self) -> &LocalLimiter {
         &self.local
     }

@@ -125,6 +125,7 @@ impl LocalLimiter {
 }
 
 impl<C: Clock> LocalLimiter<C> {
+    /// As [`LocalLimiter::new`], on `clock` (a fake one in tests).
     pub fn with_clock(policy: &Policy, max_keys: usize, clock: C) -> LocalLimiter<C> {
         let interval = policy.rate().interval();
         // Rates are at most MAX_COUNT per second, so the interval is at least 1 µs.

@@ -16,12 +16,16 @@ pub const MAX_COUNT: u32 = 1_000_000;
 /// The window of a rate: the unit after the slash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Per {
+    /// Per second (`"N/s"`).
     Second,
+    /// Per minute (`"N/m"`).
     Minute,
+    /// Per hour (`"N/h"`).
     Hour,
 }
 
 impl Per {
+    /// The length of the period.
     pub fn duration(self) -> Duration {
         Duration::from_secs(match self {
             Per::Second => 1,
@@ -39,6 +43,7 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// `count` per `per`; refused above the largest count a limiter can time.
     pub fn new(count: NonZeroU32, per: Per) -> Result<Rate, String> {
         if count.get() > MAX_COUNT {
             return Err(format!("the count of a rate must be at most {MAX_COUNT}"));
@@ -46,10 +51,12 @@ impl Rate {
         Ok(Rate { count, per })
     }
 
+    /// Requests allowed per period.
     pub fn count(&self) -> NonZeroU32 {
         self.count
     }
 
+    /// The period.
     pub fn per(&self) -> Per {
         self.per
     }
@@ -181,14 +188,17 @@ impl Policy {
         })
     }
 
+    /// The `[limits.NAME]` name, shown in the RateLimit headers and metrics.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The steady rate.
     pub fn rate(&self) -> Rate {
         self.rate
     }
 
+    /// Requests allowed at once above the steady rate.
     pub fn burst(&self) -> NonZeroU32 {
         self.burst
     }

@@ -39,10 +39,13 @@ impl Default for StoreOptions {
 /// What `/health` can show about the shared store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreHealth {
+    /// Every decision goes through the store.
     Healthy,
     /// Deciding locally since `since`, because of `last_error` (no secrets in it).
     Degraded {
+        /// When the store stopped answering.
         since: SystemTime,
+        /// What the last failure said, without credentials.
         last_error: String,
     },
 }
@@ -94,6 +97,7 @@ impl SharedStore {
         Ok(store)
     }
 
+    /// Whether decisions are shared right now, or local and since when.
     pub fn health(&self) -> StoreHealth {
         self.health
             .lock()
