@@ -5,15 +5,19 @@
 //! same path, so whatever `check` accepts, `run` serves.
 
 mod access_log;
+mod auth;
 mod client_hello;
 mod client_timeouts;
 mod connections;
+mod decision;
 mod demo;
+mod forwarding;
 mod health;
 mod metrics;
 mod proxy;
 mod reload;
 mod renewal;
+mod reply;
 mod response;
 mod server;
 mod services;

@@ -118,10 +118,10 @@ impl BasicAuthenticator {
         &self.name
     }
 
-    fn unauthorized(&self, reason: impl Into<String>) -> Verdict {
+    fn unauthorized(&self, reason: &'static str) -> Verdict {
         Verdict::Deny(Denial::Unauthorized {
             challenge: self.challenge.clone(),
-            reason: reason.into(),
+            reason,
         })
     }
 
@@ -130,7 +130,7 @@ impl BasicAuthenticator {
         if let Some(wait) = self.backoff.wait(source, now) {
             return Verdict::Deny(Denial::TooManyRequests {
                 retry_after: wait,
-                reason: "too many failed logins from this source".to_string(),
+                reason: "too many failed logins from this source",
             });
         }
         let Some(authorization) = authorization else {
@@ -181,7 +181,7 @@ impl BasicAuthenticator {
         let Some(_pending) = Pending::enter(&self.pending, self.hashing_capacity) else {
             return Verdict::Deny(Denial::TooManyRequests {
                 retry_after: Duration::from_secs(1),
-                reason: "password checks are saturated".to_string(),
+                reason: "password checks are saturated",
             });
         };
         let Ok(permit) = Arc::clone(&self.hashing).acquire_owned().await else {

@@ -49,19 +49,27 @@ impl Identity {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
+    /// 400: the request cannot be judged (two Authorization headers).
+    BadRequest { reason: &'static str },
     /// 401 with this `WWW-Authenticate` value. `reason` is for the log.
-    Unauthorized { challenge: String, reason: String },
+    Unauthorized {
+        challenge: String,
+        reason: &'static str,
+    },
     /// 429 with `Retry-After`.
     TooManyRequests {
         retry_after: Duration,
-        reason: String,
+        reason: &'static str,
     },
 }
 
 impl Denial {
-    pub fn reason(&self) -> &str {
+    /// A fixed phrase, for the log and the metrics label.
+    pub fn reason(&self) -> &'static str {
         match self {
-            Denial::Unauthorized { reason, .. } | Denial::TooManyRequests { reason, .. } => reason,
+            Denial::BadRequest { reason }
+            | Denial::Unauthorized { reason, .. }
+            | Denial::TooManyRequests { reason, .. } => reason,
         }
     }
 }
