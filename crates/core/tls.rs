@@ -459,3 +459,55 @@ fn coverage_warnings(c: &Certificate, loaded: &LoadedCertificate) -> Vec<String>
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(names: &[&str]) -> Arc<LoadedCertificate> {
+        let generated = rcgen::generate_simple_self_signed(vec!["x.test".to_string()]).unwrap();
+        let key_der = PrivateKeyDer::try_from(generated.signing_key.serialize_der()).unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        let key =
+            CertifiedKey::from_der(vec![generated.cert.der().clone()], key_der, &provider).unwrap();
+        Arc::new(LoadedCertificate {
+            key: Arc::new(key),
+            names: names
+                .iter()
+                .map(|n| HostPattern::parse(n).unwrap())
+                .collect(),
+            not_after: 0,
+        })
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_the_first_certificate() {
+        let first = loaded(&["first.test"]);
+        let wildcard = loaded(&["*.example.com"]);
+        let exact = loaded(&["api.example.com", "first.test"]);
+        let certificates = vec![
+            Arc::clone(&first),
+            Arc::clone(&wildcard),
+            Arc::clone(&exact),
+        ];
+        for strict in [false, true] {
+            let table = CertificateTable::new(certificates.clone(), TlsVersion::Tls12, strict);
+            let pick = |sni| table.select(sni).map(Arc::clone);
+            let is = |got: Option<Arc<LoadedCertificate>>, want: &Arc<LoadedCertificate>| {
+                got.is_some_and(|g| Arc::ptr_eq(&g, want))
+            };
+            assert!(is(pick(Some("api.example.com")), &exact));
+            assert!(is(pick(Some("API.example.com.")), &exact), "one SNI form");
+            assert!(is(pick(Some("www.example.com")), &wildcard));
+            assert!(
+                is(pick(Some("first.test")), &first),
+                "the first claim keeps a name"
+            );
+            assert!(is(pick(None), &first), "no SNI: the first certificate");
+            match strict {
+                false => assert!(is(pick(Some("unknown.test")), &first)),
+                true => assert!(pick(Some("unknown.test")).is_none(), "strict_sni"),
+            }
+        }
+    }
+}
