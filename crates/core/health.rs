@@ -22,7 +22,6 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use postern_config::{HealthCheck, Upstream};
 
-use crate::metrics::metrics;
 use crate::snapshot::Snapshot;
 
 const PASSIVE_FAILURES: u32 = 3;
@@ -107,14 +106,16 @@ impl UpstreamHealth {
     }
 }
 
-/// The health state of the upstream called `name`.
-pub fn state(name: &str) -> Arc<UpstreamHealth> {
-    static TABLE: OnceLock<Mutex<HashMap<String, Arc<UpstreamHealth>>>> = OnceLock::new();
-    let mut table = TABLE
+/// The health state of the upstream called `name`, kept by name across
+/// reloads. Looked up when a configuration is compiled (each upstream's plan
+/// holds its handle), never per request.
+pub fn registered(name: &str) -> Arc<UpstreamHealth> {
+    static REGISTRY: OnceLock<Mutex<HashMap<String, Arc<UpstreamHealth>>>> = OnceLock::new();
+    let mut registry = REGISTRY
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    Arc::clone(table.entry(name.to_string()).or_insert_with(|| {
+    Arc::clone(registry.entry(name.to_string()).or_insert_with(|| {
         Arc::new(UpstreamHealth {
             name: name.to_string(),
             healthy: AtomicBool::new(true),
@@ -125,34 +126,57 @@ pub fn state(name: &str) -> Arc<UpstreamHealth> {
     }))
 }
 
+/// An upstream's `[upstreams.NAME.health]` check, ready to run: its HTTP
+/// client is built (and its `ca` read) once, when the configuration loads.
+#[derive(Debug)]
+pub struct ActiveCheck {
+    pub settings: HealthCheck,
+    url: String,
+    client: reqwest::Client,
+}
+
+impl ActiveCheck {
+    /// `ca_pem`: the upstream's `ca` file, already read.
+    pub fn new(
+        upstream: &Upstream,
+        settings: &HealthCheck,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0);
+        for cert in ca_pem
+            .map(|pem| reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default())
+            .unwrap_or_default()
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot set up its health-check client: {e}"))?;
+        Ok(ActiveCheck {
+            settings: settings.clone(),
+            url: format!("{}{}", upstream.url.trim_end_matches('/'), settings.path),
+            client,
+        })
+    }
+
+    /// One check: a 2xx or 3xx within `timeout` is a success.
+    async fn run(&self) -> bool {
+        match self.client.get(&self.url).send().await {
+            Ok(response) => {
+                let status = response.status();
+                status.is_success() || status.is_redirection()
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 /// Runs the active checks of the current configuration.
 pub struct HealthChecker {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-}
-
-async fn check_once(upstream: &Upstream, check: &HealthCheck) -> bool {
-    let mut builder = reqwest::Client::builder()
-        .timeout(check.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(0);
-    if let Some(ca) = &upstream.ca {
-        if let Ok(pem) = std::fs::read(ca) {
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default() {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-    }
-    let Ok(client) = builder.build() else {
-        return false;
-    };
-    let url = format!("{}{}", upstream.url.trim_end_matches('/'), check.path);
-    match client.get(&url).send().await {
-        Ok(response) => {
-            let status = response.status();
-            status.is_success() || status.is_redirection()
-        }
-        Err(_) => false,
-    }
 }
 
 #[async_trait]
@@ -171,24 +195,28 @@ impl BackgroundService for HealthChecker {
             }
             let snapshot = self.snapshot.load_full();
             let now = Instant::now();
-            for upstream in &snapshot.config.upstreams {
-                let health = state(&upstream.name);
-                metrics()
-                    .upstream_healthy
-                    .with_label_values(&[upstream.name.as_str()])
-                    .set(i64::from(health.is_available()));
-                let Some(check) = upstream.health.clone() else {
+            for upstream in snapshot.upstreams() {
+                upstream
+                    .metrics
+                    .healthy
+                    .set(i64::from(upstream.health.is_available()));
+                let Some(check) = &upstream.check else {
                     continue;
                 };
-                let due = next_due.entry(upstream.name.clone()).or_insert(now);
+                let due = match next_due.get_mut(&upstream.name) {
+                    Some(due) => due,
+                    None => next_due.entry(upstream.name.clone()).or_insert(now),
+                };
                 if *due > now {
                     continue;
                 }
-                *due = now + check.interval;
-                let upstream = upstream.clone();
+                *due = now + check.settings.interval;
+                let upstream = Arc::clone(upstream);
                 tokio::spawn(async move {
-                    let ok = check_once(&upstream, &check).await;
-                    state(&upstream.name).record_check(ok, &check);
+                    if let Some(check) = &upstream.check {
+                        let ok = check.run().await;
+                        upstream.health.record_check(ok, &check.settings);
+                    }
                 });
             }
         }

@@ -6,16 +6,20 @@
 //! accepts, `run` serves.
 
 mod access_log;
+mod auth;
 mod client_hello;
 mod client_timeouts;
 mod connections;
+mod decision;
 mod demo;
+mod forwarding;
 mod health;
 mod logging;
 mod metrics;
 mod proxy;
 mod reload;
 mod renewal;
+mod reply;
 mod response;
 mod server;
 mod services;

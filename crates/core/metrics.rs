@@ -8,8 +8,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -22,6 +22,8 @@ pub struct Metrics {
     pub certificate_expiry: GaugeVec,
     pub upstream_healthy: IntGaugeVec,
     pub connections: IntGaugeVec,
+    /// Requests refused before a route was chosen, labelled route="-".
+    pub unrouted: RouteMetrics,
 }
 
 fn build() -> Metrics {
@@ -120,6 +122,7 @@ fn build() -> Metrics {
         certificate_expiry,
         upstream_healthy,
         connections,
+        unrouted: RouteMetrics::new("-"),
     }
 }
 
@@ -147,5 +150,125 @@ impl Metrics {
                 .with_label_values(&[name.as_str()])
                 .set(*not_after as f64);
         }
+    }
+}
+
+/// One route's series, compiled into its plan so a request never hashes
+/// labels. A series is created when it first counts something, as before:
+/// /metrics shows no zero series for requests that never happened.
+pub struct RouteMetrics {
+    /// The route name, or "-" for requests refused before a route was chosen.
+    route: String,
+    /// `postern_requests_total` by status code, 100 to 599.
+    by_status: Box<[OnceLock<IntCounter>]>,
+    duration: OnceLock<Histogram>,
+    auth_allowed: OnceLock<IntCounter>,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RouteMetrics({:?})", self.route)
+    }
+}
+
+const FIRST_STATUS: u16 = 100;
+const LAST_STATUS: u16 = 599;
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> Self {
+        RouteMetrics {
+            route: route.to_string(),
+            by_status: (FIRST_STATUS..=LAST_STATUS)
+                .map(|_| OnceLock::new())
+                .collect(),
+            duration: OnceLock::new(),
+            auth_allowed: OnceLock::new(),
+        }
+    }
+
+    /// One answered request: its status and how long it took.
+    pub fn answered(&self, status: u16, seconds: f64) {
+        let m = metrics();
+        let requests = |code: u16| {
+            m.requests
+                .with_label_values(&[self.route.as_str(), code.to_string().as_str()])
+        };
+        match status.checked_sub(FIRST_STATUS) {
+            Some(i) if status <= LAST_STATUS => self.by_status[usize::from(i)]
+                .get_or_init(|| requests(status))
+                .inc(),
+            _ => requests(status).inc(),
+        }
+        self.duration
+            .get_or_init(|| m.request_duration.with_label_values(&[self.route.as_str()]))
+            .observe(seconds);
+    }
+
+    pub fn auth_allowed(&self) {
+        self.auth_allowed
+            .get_or_init(|| {
+                metrics()
+                    .auth_decisions
+                    .with_label_values(&[self.route.as_str(), "allow", "ok"])
+            })
+            .inc();
+    }
+
+    /// Denials are rare and their reasons many: looked up when they happen.
+    pub fn auth_denied(&self, reason: &str) {
+        metrics()
+            .auth_decisions
+            .with_label_values(&[self.route.as_str(), "deny", reason])
+            .inc();
+    }
+}
+
+/// How a request failed at its upstream, for `postern_upstream_errors_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamError {
+    Timeout,
+    Connect,
+    Protocol,
+}
+
+impl UpstreamError {
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Connect => "connect",
+            UpstreamError::Protocol => "protocol",
+        }
+    }
+}
+
+/// One upstream's series, compiled into its plan.
+#[derive(Debug)]
+pub struct UpstreamMetrics {
+    pub healthy: IntGauge,
+    upstream: String,
+    /// By [`UpstreamError`], created on the first error.
+    errors: [OnceLock<IntCounter>; 3],
+}
+
+impl UpstreamMetrics {
+    /// `available`: the upstream's health now, so the gauge starts true.
+    pub fn new(upstream: &str, available: bool) -> Self {
+        let healthy = metrics().upstream_healthy.with_label_values(&[upstream]);
+        healthy.set(i64::from(available));
+        UpstreamMetrics {
+            healthy,
+            upstream: upstream.to_string(),
+            errors: Default::default(),
+        }
+    }
+
+    pub fn error(&self, kind: UpstreamError) {
+        self.errors[kind as usize]
+            .get_or_init(|| {
+                metrics()
+                    .upstream_errors
+                    .with_label_values(&[self.upstream.as_str(), kind.label()])
+            })
+            .inc();
     }
 }

@@ -50,12 +50,9 @@ pub async fn serve(
     match (service, method, path) {
         (Service::Metrics, "GET" | "HEAD", _) => {
             // Health is state, not an event: read it as of this scrape.
-            for upstream in &snapshot.config.upstreams {
-                let up = crate::health::state(&upstream.name).is_available();
-                metrics()
-                    .upstream_healthy
-                    .with_label_values(&[upstream.name.as_str()])
-                    .set(i64::from(up));
+            for upstream in snapshot.upstreams() {
+                let up = upstream.health.is_available();
+                upstream.metrics.healthy.set(i64::from(up));
             }
             let (content_type, body) = metrics().render();
             Outcome::Reply(Reply {
@@ -134,23 +131,20 @@ async fn health(snapshot: &Snapshot) -> Reply {
 /// by a TCP connect, in parallel, bounded by a short timeout.
 async fn probe_upstreams(snapshot: &Snapshot) -> BTreeMap<String, bool> {
     let mut probes = tokio::task::JoinSet::new();
-    for (name, address) in snapshot.upstream_addresses() {
-        let checked = snapshot
-            .config
-            .upstream(&name)
-            .is_some_and(|u| u.health.is_some());
+    for upstream in snapshot.upstreams() {
+        let upstream = Arc::clone(upstream);
         probes.spawn(async move {
-            if checked {
-                let up = crate::health::state(&name).is_available();
-                return (name, up);
-            }
-            let up = tokio::time::timeout(
-                Duration::from_millis(500),
-                tokio::net::TcpStream::connect(address),
-            )
-            .await
-            .is_ok_and(|c| c.is_ok());
-            (name, up)
+            let up = if upstream.check.is_some() {
+                upstream.health.is_available()
+            } else {
+                tokio::time::timeout(
+                    Duration::from_millis(500),
+                    tokio::net::TcpStream::connect(upstream.address),
+                )
+                .await
+                .is_ok_and(|c| c.is_ok())
+            };
+            (upstream.name.clone(), up)
         });
     }
     let mut states = BTreeMap::new();

@@ -5,49 +5,67 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
 
+use http::HeaderName;
+use pingora::upstreams::peer::HttpPeer;
 use postern_auth::Authenticator;
 use postern_config::{Config, Diagnostics, ListenerKind, RouteTarget, Scheme, Service};
-use postern_policy::host::HostPattern;
+use postern_policy::hostmap::HostMap;
 use postern_policy::router::{RouteEntry, Router};
 use postern_policy::source::Allowlist;
 
+use crate::health::{self, ActiveCheck, UpstreamHealth};
+use crate::metrics::{RouteMetrics, UpstreamMetrics};
 use crate::tls::{self, CertificateTable};
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 
+/// What a request forwarded to an upstream needs, compiled at load.
 #[derive(Debug)]
 pub struct UpstreamPlan {
     pub name: String,
     pub address: SocketAddr,
-    pub tls: bool,
-    /// SNI and certificate name for https upstreams.
-    pub sni: String,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub write_timeout: Duration,
-    pub idle_timeout: Duration,
-    /// Extra trust anchors for an https upstream (`ca = "..."`).
-    pub ca: Option<Arc<[WrappedX509]>>,
-    /// The certificate and key presented to an https upstream (mTLS).
-    pub client_identity: Option<Arc<CertKey>>,
+    /// Address, TLS, SNI, timeouts, CA and client certificate: each request
+    /// gets a clone, as River does; nothing is looked up by name.
+    pub peer: HttpPeer,
+    /// Kept across reloads by name (see [`health::registered`]).
+    pub health: Arc<UpstreamHealth>,
+    /// `[upstreams.NAME.health]`, if configured.
+    pub check: Option<ActiveCheck>,
+    pub metrics: UpstreamMetrics,
+}
+
+/// What a route does with a request that passed its policies.
+#[derive(Debug)]
+pub enum RouteAction {
+    /// `deny = true`: every request gets 403.
+    Deny,
+    /// A built-in endpoint instead of an upstream.
+    Serve(Service),
+    Forward(Arc<UpstreamPlan>),
 }
 
 /// Everything a request on a route needs, decided at load time.
 #[derive(Debug)]
 pub struct RoutePlan {
     pub name: String,
+    pub action: RouteAction,
     pub strip_prefix: bool,
     /// Double encoding (`%25` and two hex digits) is forwarded, not refused.
     pub allow_encoded_percent: bool,
-    pub deny: bool,
     pub allow: Option<Allowlist>,
-    pub upstream: Option<Arc<UpstreamPlan>>,
     pub auth: Option<Arc<Authenticator>>,
-    /// A built-in endpoint instead of an upstream.
-    pub service: Option<Service>,
     /// Largest request body forwarded; None: unlimited.
     pub max_body_size: Option<u64>,
+    pub metrics: RouteMetrics,
+}
+
+impl RoutePlan {
+    pub fn upstream(&self) -> Option<&Arc<UpstreamPlan>> {
+        match &self.action {
+            RouteAction::Forward(upstream) => Some(upstream),
+            RouteAction::Deny | RouteAction::Serve(_) => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -56,13 +74,14 @@ pub struct Snapshot {
     routers: HashMap<String, Router<Arc<RoutePlan>>>,
     pub certificates: Arc<CertificateTable>,
     /// Every name some certificate serves, for the https redirect.
-    pub served_names: Vec<HostPattern>,
+    pub served_names: HostMap<()>,
     /// Where `redirect_https` sends clients: the first TLS listener's port.
     pub https_port: Option<u16>,
     /// Headers some authenticator sets from token claims: a client's copies
     /// are removed from every forwarded request.
-    pub identity_headers: Vec<String>,
-    upstreams: HashMap<String, Arc<UpstreamPlan>>,
+    pub identity_headers: Vec<HeaderName>,
+    /// By name, sorted.
+    upstreams: Vec<Arc<UpstreamPlan>>,
 }
 
 impl Snapshot {
@@ -70,15 +89,9 @@ impl Snapshot {
         self.routers.get(listener)
     }
 
-    /// Every upstream's resolved address, for health probes.
-    pub fn upstream_addresses(&self) -> Vec<(String, SocketAddr)> {
-        let mut all: Vec<_> = self
-            .upstreams
-            .values()
-            .map(|u| (u.name.clone(), u.address))
-            .collect();
-        all.sort();
-        all
+    /// Every upstream that loaded, by name.
+    pub fn upstreams(&self) -> &[Arc<UpstreamPlan>] {
+        &self.upstreams
     }
 
     /// (server names, notAfter) of each loaded certificate, for metrics.
@@ -108,7 +121,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         config.tls.strict_sni,
     ));
 
-    let mut upstreams = HashMap::new();
+    let mut pending = Vec::new();
     for u in &config.upstreams {
         let address = match (u.host.as_str(), u.port)
             .to_socket_addrs()
@@ -124,8 +137,20 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 continue;
             }
         };
-        let ca = match &u.ca {
-            Some(path) => match load_ca(path) {
+        let ca_pem = match u.ca.as_deref().map(read_ca) {
+            Some(Ok(pem)) => Some(pem),
+            Some(Err(message)) => {
+                diags.error_with_help(
+                    &u.origin,
+                    format!("upstream {:?}: {message}", u.name),
+                    "give a PEM file of the CA certificate(s) that signed the upstream's certificate",
+                );
+                continue;
+            }
+            None => None,
+        };
+        let ca = match (&u.ca, &ca_pem) {
+            (Some(path), Some(pem)) => match parse_ca(path, pem) {
                 Ok(ca) => Some(ca),
                 Err(message) => {
                     diags.error_with_help(
@@ -136,7 +161,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                     continue;
                 }
             },
-            None => None,
+            _ => None,
         };
         let client_identity = match &u.client_identity {
             Some((cert, key)) => match load_client_identity(cert, key) {
@@ -152,21 +177,24 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
             },
             None => None,
         };
-        upstreams.insert(
-            u.name.clone(),
-            Arc::new(UpstreamPlan {
-                name: u.name.clone(),
-                address,
-                tls: u.scheme == Scheme::Https,
-                sni: u.host.clone(),
-                connect_timeout: u.connect_timeout,
-                read_timeout: u.read_timeout,
-                write_timeout: u.write_timeout,
-                idle_timeout: u.idle_timeout,
-                ca,
-                client_identity,
-            }),
-        );
+        let check = match &u.health {
+            Some(settings) => match ActiveCheck::new(u, settings, ca_pem.as_deref()) {
+                Ok(check) => Some(check),
+                Err(message) => {
+                    diags.error(&u.origin, format!("upstream {:?}: {message}", u.name));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let mut peer = HttpPeer::new(address, u.scheme == Scheme::Https, u.host.clone());
+        peer.options.connection_timeout = Some(u.connect_timeout);
+        peer.options.read_timeout = Some(u.read_timeout);
+        peer.options.write_timeout = Some(u.write_timeout);
+        peer.options.idle_timeout = Some(u.idle_timeout);
+        peer.options.ca = ca;
+        peer.client_cert_key = client_identity;
+        pending.push((u, address, peer, check));
     }
     let env = |name: &str| std::env::var(name).ok();
     let mut authenticators = HashMap::new();
@@ -175,37 +203,56 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
             authenticators.insert(a.name.clone(), Arc::new(built));
         }
     }
-    let mut identity_headers: Vec<String> = authenticators
+    // Claim headers were checked as header names when the config loaded.
+    let mut identity_headers: Vec<HeaderName> = authenticators
         .values()
         .flat_map(|a: &Arc<Authenticator>| a.owned_headers())
+        .filter_map(|name| HeaderName::try_from(name).ok())
         .collect();
-    identity_headers.sort();
+    identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     identity_headers.dedup();
     if diags.has_errors() {
         return None;
     }
+    let upstreams: HashMap<String, Arc<UpstreamPlan>> = pending
+        .into_iter()
+        .map(|(u, address, peer, check)| {
+            let health = health::registered(&u.name);
+            let plan = UpstreamPlan {
+                name: u.name.clone(),
+                address,
+                peer,
+                metrics: UpstreamMetrics::new(&u.name, health.is_available()),
+                health,
+                check,
+            };
+            (u.name.clone(), Arc::new(plan))
+        })
+        .collect();
 
     let plans: Vec<(Arc<RoutePlan>, &postern_config::Route)> = config
         .routes
         .iter()
         .map(|r| {
-            let upstream = match &r.target {
-                RouteTarget::Upstream(name) => upstreams.get(name).cloned(),
-                RouteTarget::Nothing | RouteTarget::Service(_) => None,
+            let action = match &r.target {
+                _ if r.deny => RouteAction::Deny,
+                RouteTarget::Service(service) => RouteAction::Serve(*service),
+                RouteTarget::Upstream(name) => match upstreams.get(name) {
+                    Some(upstream) => RouteAction::Forward(Arc::clone(upstream)),
+                    // Every name was checked by the loader; fail closed anyway.
+                    None => RouteAction::Deny,
+                },
+                RouteTarget::Nothing => RouteAction::Deny,
             };
             let plan = RoutePlan {
                 name: r.name.clone(),
+                action,
                 strip_prefix: r.strip_prefix,
                 allow_encoded_percent: r.allow_encoded_percent,
-                deny: r.deny,
                 allow: r.allow.clone(),
-                upstream,
                 auth: r.auth.as_ref().and_then(|a| authenticators.get(a).cloned()),
                 max_body_size: r.max_body_size.or(config.gateway.max_body_size),
-                service: match &r.target {
-                    RouteTarget::Service(service) => Some(*service),
-                    _ => None,
-                },
+                metrics: RouteMetrics::new(&r.name),
             };
             (Arc::new(plan), r)
         })
@@ -231,12 +278,15 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         routers.insert(listener.name.clone(), Router::new(entries));
     }
 
-    let served_names = config
+    let mut served_names = HostMap::new();
+    for name in config
         .tls
         .certificates
         .iter()
-        .flat_map(|c| c.server_names.iter().cloned())
-        .collect();
+        .flat_map(|c| c.server_names.iter())
+    {
+        served_names.entry(Some(name), || ());
+    }
     let https_port = config
         .listeners
         .iter()
@@ -249,7 +299,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         served_names,
         https_port,
         identity_headers,
-        upstreams,
+        upstreams: sorted(upstreams),
     })
 }
 
@@ -290,11 +340,14 @@ fn load_client_identity(
     )))
 }
 
-fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read ca {}: {e}", path.display()))
+}
+
+fn parse_ca(path: &std::path::Path, pem: &[u8]) -> Result<Arc<[WrappedX509]>, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read ca {}: {e}", path.display()))?;
-    let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+    let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("ca {} is not valid PEM: {e}", path.display()))?;
     if ders.is_empty() {
@@ -312,4 +365,10 @@ fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {
             Ok(WrappedX509::new(der.to_vec(), parse_x509))
         })
         .collect()
+}
+
+fn sorted(upstreams: HashMap<String, Arc<UpstreamPlan>>) -> Vec<Arc<UpstreamPlan>> {
+    let mut all: Vec<_> = upstreams.into_values().collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all
 }

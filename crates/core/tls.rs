@@ -6,7 +6,6 @@
 //! table in an [`ArcSwap`], so certificates can be replaced without a restart.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,6 +15,7 @@ use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use postern_config::{Certificate, CertificateSource, Diagnostics, TlsVersion};
 use postern_policy::host::HostPattern;
+use postern_policy::hostmap::HostMap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, SupportedCipherSuite};
@@ -59,10 +59,9 @@ pub struct LoadedCertificate {
 /// The certificates of a configuration, indexed for SNI.
 #[derive(Debug, Default)]
 pub struct CertificateTable {
-    exact: HashMap<String, Arc<LoadedCertificate>>,
-    wildcard: HashMap<String, Arc<LoadedCertificate>>,
-    /// The first configured certificate, for clients that send no (or an unknown) SNI.
-    default: Option<Arc<LoadedCertificate>>,
+    /// By server name; the default is the first configured certificate, for
+    /// clients that send no (or an unknown) SNI.
+    by_name: HostMap<Arc<LoadedCertificate>>,
     min_version: Option<TlsVersion>,
     strict_sni: bool,
     /// In configuration order.
@@ -75,24 +74,22 @@ impl CertificateTable {
         min_version: TlsVersion,
         strict_sni: bool,
     ) -> Self {
-        let mut table = CertificateTable {
-            default: certificates.first().cloned(),
-            min_version: Some(min_version),
-            strict_sni,
-            ..Default::default()
-        };
+        let mut by_name = HostMap::new();
+        if let Some(first) = certificates.first() {
+            by_name.entry(None, || Arc::clone(first));
+        }
         for cert in &certificates {
             for name in cert.names.iter() {
-                let slot = match name {
-                    HostPattern::Exact(n) => table.exact.entry(n.clone()),
-                    HostPattern::Wildcard { suffix } => table.wildcard.entry(suffix.clone()),
-                };
                 // The first certificate to claim a name keeps it.
-                slot.or_insert_with(|| Arc::clone(cert));
+                by_name.entry(Some(name), || Arc::clone(cert));
             }
         }
-        table.loaded = certificates;
-        table
+        CertificateTable {
+            by_name,
+            min_version: Some(min_version),
+            strict_sni,
+            loaded: certificates,
+        }
     }
 
     pub fn min_version(&self) -> TlsVersion {
@@ -107,21 +104,10 @@ impl CertificateTable {
     /// default (unless `strict_sni`: then an unknown name gets none, and the
     /// handshake fails). Clients that send no SNI always get the default.
     pub fn select(&self, server_name: Option<&str>) -> Option<&Arc<LoadedCertificate>> {
-        let Some(name) = server_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()) else {
-            return self.default.as_ref();
-        };
-        if let Some(cert) = self.exact.get(&name) {
-            return Some(cert);
-        }
-        let suffix = name
-            .find('.')
-            .filter(|&dot| dot > 0)
-            .map(|dot| &name[dot..]);
-        let wildcard = suffix.and_then(|s| self.wildcard.get(s));
-        if self.strict_sni {
-            wildcard
-        } else {
-            wildcard.or(self.default.as_ref())
+        match server_name {
+            None => self.by_name.default_value(),
+            Some(name) if self.strict_sni => self.by_name.get_named(name),
+            Some(name) => self.by_name.get(name),
         }
     }
 }
@@ -170,12 +156,6 @@ impl ResolvesServerCert for SniResolver {
 #[derive(Debug)]
 pub struct ConnectionCertificate {
     pub names: Arc<[HostPattern]>,
-}
-
-impl ConnectionCertificate {
-    pub fn covers(&self, host: &str) -> bool {
-        self.names.iter().any(|n| n.matches(host))
-    }
 }
 
 /// Pingora's post-handshake hook: records which certificate the connection got.
@@ -478,4 +458,56 @@ fn coverage_warnings(c: &Certificate, loaded: &LoadedCertificate) -> Vec<String>
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(names: &[&str]) -> Arc<LoadedCertificate> {
+        let generated = rcgen::generate_simple_self_signed(vec!["x.test".to_string()]).unwrap();
+        let key_der = PrivateKeyDer::try_from(generated.signing_key.serialize_der()).unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        let key =
+            CertifiedKey::from_der(vec![generated.cert.der().clone()], key_der, &provider).unwrap();
+        Arc::new(LoadedCertificate {
+            key: Arc::new(key),
+            names: names
+                .iter()
+                .map(|n| HostPattern::parse(n).unwrap())
+                .collect(),
+            not_after: 0,
+        })
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_the_first_certificate() {
+        let first = loaded(&["first.test"]);
+        let wildcard = loaded(&["*.example.com"]);
+        let exact = loaded(&["api.example.com", "first.test"]);
+        let certificates = vec![
+            Arc::clone(&first),
+            Arc::clone(&wildcard),
+            Arc::clone(&exact),
+        ];
+        for strict in [false, true] {
+            let table = CertificateTable::new(certificates.clone(), TlsVersion::Tls12, strict);
+            let pick = |sni| table.select(sni).map(Arc::clone);
+            let is = |got: Option<Arc<LoadedCertificate>>, want: &Arc<LoadedCertificate>| {
+                got.is_some_and(|g| Arc::ptr_eq(&g, want))
+            };
+            assert!(is(pick(Some("api.example.com")), &exact));
+            assert!(is(pick(Some("API.example.com.")), &exact), "one SNI form");
+            assert!(is(pick(Some("www.example.com")), &wildcard));
+            assert!(
+                is(pick(Some("first.test")), &first),
+                "the first claim keeps a name"
+            );
+            assert!(is(pick(None), &first), "no SNI: the first certificate");
+            match strict {
+                false => assert!(is(pick(Some("unknown.test")), &first)),
+                true => assert!(pick(Some("unknown.test")).is_none(), "strict_sni"),
+            }
+        }
+    }
 }

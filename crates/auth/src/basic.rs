@@ -129,10 +129,10 @@ impl BasicAuthenticator {
         &self.name
     }
 
-    fn unauthorized(&self, reason: impl Into<String>) -> Verdict {
+    fn unauthorized(&self, reason: &'static str) -> Verdict {
         Verdict::Deny(Denial::Unauthorized {
             challenge: self.challenge.clone(),
-            reason: reason.into(),
+            reason,
         })
     }
 
@@ -144,8 +144,7 @@ impl BasicAuthenticator {
             reason: match scope {
                 Scope::User => "too many failed logins for this user from this source",
                 Scope::Source => "too many failed logins from this source",
-            }
-            .to_string(),
+            },
         }))
     }
 
@@ -207,7 +206,7 @@ impl BasicAuthenticator {
         let Some(_pending) = Pending::enter(&self.pending, self.hashing_capacity) else {
             return Verdict::Deny(Denial::TooManyRequests {
                 retry_after: Duration::from_secs(1),
-                reason: "password checks are saturated".to_string(),
+                reason: "password checks are saturated",
             });
         };
         let Ok(permit) = Arc::clone(&self.hashing).acquire_owned().await else {
@@ -404,7 +403,7 @@ mod tests {
         }
     }
 
-    fn backing_off(verdict: Verdict) -> (Duration, String) {
+    fn backing_off(verdict: Verdict) -> (Duration, &'static str) {
         match verdict {
             Verdict::Deny(Denial::TooManyRequests {
                 retry_after,

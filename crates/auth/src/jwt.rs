@@ -68,6 +68,8 @@ struct Verified {
 /// and required claims checked, verified tokens cached.
 pub struct JwtAuthenticator {
     spec: JwtSpec,
+    /// One per allowed algorithm, built once: a check only looks it up.
+    validations: Vec<(Algorithm, Validation)>,
     challenge_prefix: String,
     /// Verified tokens by SHA-256.
     cache: ExpiringCache<[u8; 32], Verified>,
@@ -78,6 +80,11 @@ impl JwtAuthenticator {
     pub fn new(spec: JwtSpec) -> Self {
         JwtAuthenticator {
             challenge_prefix: format!("Bearer realm=\"{}\"", spec.name),
+            validations: spec
+                .algorithms
+                .iter()
+                .map(|&alg| (alg, validation(&spec, alg)))
+                .collect(),
             spec,
             cache: ExpiringCache::new(50_000),
         }
@@ -101,13 +108,13 @@ impl JwtAuthenticator {
         }
     }
 
-    fn unauthorized(&self, description: &str) -> Verdict {
+    fn unauthorized(&self, description: &'static str) -> Verdict {
         Verdict::Deny(Denial::Unauthorized {
             challenge: format!(
                 "{}, error=\"invalid_token\", error_description=\"{description}\"",
                 self.challenge_prefix
             ),
-            reason: description.to_string(),
+            reason: description,
         })
     }
 
@@ -152,9 +159,11 @@ impl JwtAuthenticator {
 
     async fn verify(&self, token: &str) -> Result<(Verified, u64), &'static str> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
-        if !self.spec.algorithms.contains(&header.alg) {
-            return Err("algorithm not allowed");
-        }
+        let validation = self
+            .validations
+            .iter()
+            .find_map(|(alg, validation)| (*alg == header.alg).then_some(validation))
+            .ok_or("algorithm not allowed")?;
         if header.crit.is_some() {
             // RFC 7515: a critical extension we do not understand must fail.
             return Err("unsupported critical header");
@@ -177,26 +186,6 @@ impl JwtAuthenticator {
                 }
             }
         };
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = vec![header.alg];
-        validation.leeway = self.spec.leeway.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        // jsonwebtoken checks iss and aud only when present: a configured
-        // one must also be required, or a token without it would pass.
-        let mut required = HashSet::from(["exp".to_string()]);
-        if self.spec.audiences.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&self.spec.audiences);
-            required.insert("aud".to_string());
-        }
-        if let Some(issuer) = &self.spec.issuer {
-            validation.set_issuer(&[issuer]);
-            required.insert("iss".to_string());
-        }
-        validation.required_spec_claims = required;
-
         let mut candidates = keys.candidates(kid, header.alg).peekable();
         if candidates.peek().is_none() {
             // A kid the set publishes for something else is no rotation:
@@ -211,7 +200,7 @@ impl JwtAuthenticator {
         }
         let mut outcome = Err("bad signature");
         for candidate in candidates {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &candidate.key, &validation) {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &candidate.key, validation) {
                 Ok(data) => {
                     outcome = Ok((data.claims, candidate.fingerprint));
                     break;
@@ -263,6 +252,30 @@ impl JwtAuthenticator {
             exp,
         ))
     }
+}
+
+/// What a token signed with `alg` is checked against.
+fn validation(spec: &JwtSpec, alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.algorithms = vec![alg];
+    validation.leeway = spec.leeway.as_secs();
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    // jsonwebtoken checks iss and aud only when present: a configured
+    // one must also be required, or a token without it would pass.
+    let mut required = HashSet::from(["exp".to_string()]);
+    if spec.audiences.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&spec.audiences);
+        required.insert("aud".to_string());
+    }
+    if let Some(issuer) = &spec.issuer {
+        validation.set_issuer(&[issuer]);
+        required.insert("iss".to_string());
+    }
+    validation.required_spec_claims = required;
+    validation
 }
 
 fn describe(kind: &JwtErrorKind) -> &'static str {

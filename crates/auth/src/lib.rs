@@ -50,27 +50,34 @@ impl Identity {
 /// Why a request was refused, and how the gateway answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
+    /// 400: the request cannot be judged (two Authorization headers).
+    BadRequest {
+        /// Why, for the log and the metrics label.
+        reason: &'static str,
+    },
     /// 401 with this `WWW-Authenticate` value. `reason` is for the log.
     Unauthorized {
         /// The `WWW-Authenticate` value.
         challenge: String,
-        /// Why, for the log.
-        reason: String,
+        /// Why, for the log and the metrics label.
+        reason: &'static str,
     },
     /// 429 with `Retry-After`.
     TooManyRequests {
         /// How long the source must wait.
         retry_after: Duration,
         /// Why, for the log.
-        reason: String,
+        reason: &'static str,
     },
 }
 
 impl Denial {
-    /// Why, for the log.
-    pub fn reason(&self) -> &str {
+    /// A fixed phrase, for the log and the metrics label.
+    pub fn reason(&self) -> &'static str {
         match self {
-            Denial::Unauthorized { reason, .. } | Denial::TooManyRequests { reason, .. } => reason,
+            Denial::BadRequest { reason }
+            | Denial::Unauthorized { reason, .. }
+            | Denial::TooManyRequests { reason, .. } => reason,
         }
     }
 }

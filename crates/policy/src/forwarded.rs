@@ -4,6 +4,7 @@
 //! trusted proxy; then the peer is appended to the chain that proxy sent, as
 //! nginx's `$proxy_add_x_forwarded_for` does.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::source::{forwarded_for_values, unmap};
@@ -53,8 +54,19 @@ pub struct ForwardingHeaders {
     pub forwarded: String,
 }
 
-impl ForwardingHeaders {
-    /// Builds the headers from the connection and the incoming values (which
+/// The three headers that carry the client chain; the others copy the hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHeaders {
+    /// The `X-Forwarded-For` value: the trusted chain, then the peer.
+    pub x_forwarded_for: String,
+    /// The `X-Real-IP` value: the client.
+    pub x_real_ip: String,
+    /// The `Forwarded` (RFC 7239) value.
+    pub forwarded: String,
+}
+
+impl ChainHeaders {
+    /// Builds the chain from the connection and the incoming values (which
     /// are kept only when the peer is trusted).
     pub fn new(
         hop: &Hop<'_>,
@@ -76,31 +88,53 @@ impl ForwardingHeaders {
             Some(chain) => Some(chain.to_string()),
             None => xff_from_forwarded(),
         };
-        let x_forwarded_for = match xff_chain {
-            Some(chain) => format!("{chain}, {peer}"),
-            None => peer.to_string(),
-        };
-        let element = format!(
-            "for={};proto={};host={}",
-            forwarded_node(peer),
-            hop.proto,
-            quote(hop.host)
-        );
+        let mut x_forwarded_for = String::with_capacity(64);
+        if let Some(chain) = xff_chain {
+            x_forwarded_for.push_str(&chain);
+            x_forwarded_for.push_str(", ");
+        }
+        let _ = write!(x_forwarded_for, "{peer}");
         let forwarded_chain = incoming_forwarded
             .filter(|_| hop.peer_trusted)
             .map(str::trim)
             .filter(|v| !v.is_empty());
-        let forwarded = match forwarded_chain {
-            Some(chain) => format!("{chain}, {element}"),
-            None => element,
-        };
-        ForwardingHeaders {
+        let mut forwarded = String::with_capacity(64 + hop.host.len());
+        if let Some(chain) = forwarded_chain {
+            forwarded.push_str(chain);
+            forwarded.push_str(", ");
+        }
+        forwarded.push_str("for=");
+        push_forwarded_node(&mut forwarded, peer);
+        forwarded.push_str(";proto=");
+        forwarded.push_str(hop.proto);
+        forwarded.push_str(";host=");
+        push_quoted(&mut forwarded, hop.host);
+        let mut x_real_ip = String::with_capacity(45);
+        let _ = write!(x_real_ip, "{}", unmap(hop.client));
+        ChainHeaders {
             x_forwarded_for,
+            x_real_ip,
+            forwarded,
+        }
+    }
+}
+
+impl ForwardingHeaders {
+    /// Builds the headers from the connection and the incoming values (which
+    /// are kept only when the peer is trusted).
+    pub fn new(
+        hop: &Hop<'_>,
+        incoming_xff: Option<&str>,
+        incoming_forwarded: Option<&str>,
+    ) -> Self {
+        let chain = ChainHeaders::new(hop, incoming_xff, incoming_forwarded);
+        ForwardingHeaders {
+            x_forwarded_for: chain.x_forwarded_for,
             x_forwarded_proto: hop.proto.to_string(),
             x_forwarded_host: hop.host.to_string(),
             x_forwarded_port: hop.port.to_string(),
-            x_real_ip: unmap(hop.client).to_string(),
-            forwarded,
+            x_real_ip: chain.x_real_ip,
+            forwarded: chain.forwarded,
         }
     }
 
@@ -117,23 +151,26 @@ impl ForwardingHeaders {
     }
 }
 
-/// RFC 7239 node: IPv6 must be bracketed and quoted.
-fn forwarded_node(addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    }
+/// Appends an RFC 7239 node: IPv6 must be bracketed and quoted.
+fn push_forwarded_node(out: &mut String, addr: IpAddr) {
+    // Writing to a String cannot fail.
+    let _ = match addr {
+        IpAddr::V4(v4) => write!(out, "{v4}"),
+        IpAddr::V6(v6) => write!(out, "\"[{v6}]\""),
+    };
 }
 
-fn quote(value: &str) -> String {
-    let escaped: String = value
-        .chars()
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect();
-    format!("\"{escaped}\"")
+/// Appends `value` as an RFC 7230 quoted-string.
+fn push_quoted(out: &mut String, value: &str) {
+    out.reserve(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// Accepts a client's X-Request-Id only when it is short and plain, so it

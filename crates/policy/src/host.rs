@@ -189,14 +189,13 @@ fn normalize_ipv6(bracketed: &str) -> Result<String, HostError> {
 }
 
 fn normalize_name(host: &str) -> Result<String, HostError> {
-    let lower = host.to_ascii_lowercase();
-    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    let name = host.strip_suffix('.').unwrap_or(host);
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(HostError::Invalid);
     }
     if !name
         .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
     {
         return Err(HostError::Invalid);
     }
@@ -206,11 +205,13 @@ fn normalize_name(host: &str) -> Result<String, HostError> {
     {
         return Err(HostError::Invalid);
     }
-    let last_label = name.rsplit('.').next().unwrap_or(name);
+    // Checked first, lowercased once: the one copy is the result.
+    let name = name.to_ascii_lowercase();
+    let last_label = name.rsplit('.').next().unwrap_or(&name);
     if looks_numeric(last_label) && name.parse::<Ipv4Addr>().is_err() {
         return Err(HostError::Invalid);
     }
-    Ok(name.to_owned())
+    Ok(name)
 }
 
 /// Whether the WHATWG URL parser would read this label as part of an IPv4

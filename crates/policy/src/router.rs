@@ -9,9 +9,8 @@
 //! The router is built once per listener at config load; a lookup allocates
 //! nothing.
 
-use std::collections::HashMap;
-
 use crate::host::HostPattern;
+use crate::hostmap::HostMap;
 use crate::path::{end_of_segments, match_segments};
 
 /// One route as the router sees it; `value` is whatever the caller attaches.
@@ -88,30 +87,16 @@ pub struct Match<'a, T> {
 /// path prefix within the host.
 #[derive(Debug)]
 pub struct Router<T> {
-    exact: HashMap<String, HostGroup<T>>,
-    /// Keyed by the suffix after "*" (".example.com").
-    wildcard: HashMap<String, HostGroup<T>>,
-    any: HostGroup<T>,
+    /// Every host pattern's routes; the default group holds host-less routes.
+    groups: HostMap<HostGroup<T>>,
 }
 
 impl<T> Router<T> {
     /// Builds the router from every route entry.
     pub fn new(entries: impl IntoIterator<Item = RouteEntry<T>>) -> Self {
-        let mut router = Router {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
-            any: HostGroup::new(),
-        };
+        let mut groups = HostMap::new();
         for entry in entries {
-            let group = match entry.host {
-                None => &mut router.any,
-                Some(HostPattern::Exact(name)) => {
-                    router.exact.entry(name).or_insert_with(HostGroup::new)
-                }
-                Some(HostPattern::Wildcard { suffix }) => {
-                    router.wildcard.entry(suffix).or_insert_with(HostGroup::new)
-                }
-            };
+            let group = groups.entry(entry.host.as_ref(), HostGroup::new);
             group.routes.push(Compiled {
                 segments: match_segments(&entry.path_prefix)
                     .filter(|s| !s.is_empty())
@@ -123,12 +108,7 @@ impl<T> Router<T> {
                 value: entry.value,
             });
         }
-        let groups = router
-            .exact
-            .values_mut()
-            .chain(router.wildcard.values_mut())
-            .chain(std::iter::once(&mut router.any));
-        for group in groups {
+        for group in groups.values_mut() {
             // Longest first; at equal length a literal segment beats `*` at
             // the first place they differ; otherwise config order (stable).
             group.routes.sort_by_key(|r| {
@@ -141,24 +121,14 @@ impl<T> Router<T> {
                 )
             });
         }
-        router
+        Router { groups }
     }
 
     /// The route for a normalised host (see [`crate::host::normalize_host`])
-    /// and a canonical path (see [`crate::path::canonicalize`]).
+    /// and a canonical path (see [`crate::path::canonicalize`]). The host's
+    /// most specific pattern is chosen first; its routes are the only ones tried.
     pub fn route(&self, host: &str, path: &str) -> Option<Match<'_, T>> {
-        if let Some(group) = self.exact.get(host) {
-            return group.find(path);
-        }
-        // A wildcard stands for exactly the first label.
-        let suffix = host
-            .find('.')
-            .filter(|&dot| dot > 0)
-            .map(|dot| &host[dot..]);
-        if let Some(group) = suffix.and_then(|s| self.wildcard.get(s)) {
-            return group.find(path);
-        }
-        self.any.find(path)
+        self.groups.get(host)?.find(path)
     }
 }
 

@@ -43,7 +43,7 @@ fn bearer(t: &str) -> Vec<u8> {
     format!("Bearer {t}").into_bytes()
 }
 
-fn reason(v: Verdict) -> String {
+fn reason(v: Verdict) -> &'static str {
     match v {
         Verdict::Deny(Denial::Unauthorized { reason, challenge }) => {
             assert!(challenge.starts_with("Bearer realm=\"idp\", error=\"invalid_token\""));

@@ -1,0 +1,111 @@
+//! The answers the gateway writes itself: JSON errors, the https redirect and
+//! the built-in services.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+use postern_config::Service;
+
+use crate::forwarding::X_REQUEST_ID;
+use crate::reload::Reloader;
+use crate::response::{error_response, ErrorKind};
+use crate::services::{self, Outcome};
+use crate::snapshot::Snapshot;
+
+/// The JSON error body for `kind`, with one extra header if given.
+pub async fn error(
+    session: &mut Session,
+    kind: ErrorKind,
+    route: Option<&str>,
+    request_id: &HeaderValue,
+    extra: Option<(HeaderName, String)>,
+) -> Result<()> {
+    let (mut header, body) = error_response(kind, route, request_id.to_str().unwrap_or("-"))?;
+    if let Some((name, value)) = extra {
+        header.insert_header(name, value)?;
+    }
+    write(session, header, body).await
+}
+
+/// 308 to `location`.
+pub async fn redirect(
+    session: &mut Session,
+    location: &str,
+    request_id: &HeaderValue,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(308, Some(4))?;
+    header.insert_header("location", location)?;
+    header.insert_header("content-length", "0")?;
+    header.insert_header(X_REQUEST_ID.as_str(), request_id.clone())?;
+    write(session, header, Bytes::new()).await
+}
+
+/// Answers with a built-in service; returns why, when the answer is the
+/// usual 404 or 405 error instead.
+pub async fn serve_builtin(
+    session: &mut Session,
+    service: Service,
+    relative_path: &str,
+    snapshot: &Arc<Snapshot>,
+    reloader: &Arc<Reloader>,
+    route: Option<&str>,
+    request_id: &HeaderValue,
+) -> Result<Option<String>> {
+    let method = session.req_header().method.clone();
+    let outcome =
+        services::serve(service, method.as_str(), relative_path, snapshot, reloader).await;
+    let reply = match outcome {
+        Outcome::Reply(reply) => reply,
+        Outcome::NotFound => {
+            error(session, ErrorKind::NotFound, route, request_id, None).await?;
+            return Ok(Some(format!("no {} endpoint here", service.name())));
+        }
+        Outcome::MethodNotAllowed => {
+            error(
+                session,
+                ErrorKind::MethodNotAllowed,
+                route,
+                request_id,
+                None,
+            )
+            .await?;
+            return Ok(Some(format!("method not allowed on {}", service.name())));
+        }
+    };
+    let mut header = ResponseHeader::build(reply.status, Some(4))?;
+    header.insert_header("content-type", reply.content_type)?;
+    header.insert_header("content-length", reply.body.len().to_string())?;
+    header.insert_header("cache-control", "no-store")?;
+    header.insert_header(X_REQUEST_ID.as_str(), request_id.clone())?;
+    let body = if method == http::Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(reply.body)
+    };
+    write(session, header, body).await?;
+    Ok(None)
+}
+
+async fn write(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
+    // The request body (if any) is not read, so the connection cannot be
+    // trusted to be at a request boundary: close it.
+    if request_has_body(session) {
+        session.set_keepalive(None);
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
+fn request_has_body(session: &Session) -> bool {
+    let headers = &session.req_header().headers;
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
