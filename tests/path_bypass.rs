@@ -8,10 +8,8 @@
 //! under the protected prefix (`crates/policy/tests/support/lenient.rs`
 //! models that reader).
 
-// The same model of a lenient backend as the policy crate's invariant test;
-// this file uses only part of it.
-#[allow(dead_code)]
-#[path = "../crates/policy/tests/support/lenient.rs"]
+// The same model of a lenient backend as the policy crate's invariant test.
+#[path = "../crates/policy/tests/support/lenient_reader.rs"]
 mod lenient;
 
 use crate::support::{assert_gateway_error, echo, upstream, Gateway};
