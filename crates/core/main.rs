@@ -21,6 +21,7 @@ mod reload;
 mod renewal;
 mod reply;
 mod response;
+mod response_headers;
 mod server;
 mod services;
 mod snapshot;

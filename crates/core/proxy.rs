@@ -41,6 +41,7 @@ use crate::metrics::{metrics, RouteMetrics, UpstreamError};
 use crate::reload::Reloader;
 use crate::reply;
 use crate::response::ErrorKind;
+use crate::response_headers::ResponseEdits;
 use crate::snapshot::Snapshot;
 use crate::tls::ConnectionCertificate;
 
@@ -109,7 +110,7 @@ impl ProxyHttp for Gateway {
             Decision::Refuse(refusal) => self.refuse(session, ctx, refusal).await?,
             Decision::Redirect(location) => {
                 ctx.refusal = Some("redirect to https".into());
-                reply::redirect(session, &location, &ctx.request_id).await?;
+                reply::redirect(session, &location, &ctx.request_id, self.edits(ctx)).await?;
             }
             Decision::Serve {
                 service,
@@ -125,6 +126,7 @@ impl ProxyHttp for Gateway {
                         &self.reloader,
                         route,
                         &ctx.request_id,
+                        self.edits(ctx),
                     )
                     .await?;
                     ctx.refusal = outcome.map(Cow::Owned);
@@ -248,7 +250,8 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_response.insert_header(X_REQUEST_ID.as_str(), ctx.request_id.clone())
+        upstream_response.insert_header(X_REQUEST_ID.as_str(), ctx.request_id.clone())?;
+        self.edits(ctx).apply(upstream_response)
     }
 
     async fn fail_to_proxy(
@@ -369,7 +372,16 @@ impl Gateway {
             request_id_str(ctx),
         );
         ctx.refusal = Some(denial.reason().into());
-        reply::error(session, kind, Some(&route.name), &ctx.request_id, extra).await?;
+        let edits = self.edits(ctx);
+        reply::error(
+            session,
+            kind,
+            Some(&route.name),
+            &ctx.request_id,
+            extra,
+            edits,
+        )
+        .await?;
         Ok(false)
     }
 
@@ -402,7 +414,21 @@ impl Gateway {
     }
 
     async fn answer(&self, session: &mut Session, ctx: &RequestCtx, kind: ErrorKind) -> Result<()> {
-        reply::error(session, kind, route_name(ctx), &ctx.request_id, None).await
+        let edits = self.edits(ctx);
+        reply::error(session, kind, route_name(ctx), &ctx.request_id, None, edits).await
+    }
+
+    /// The header changes for this request's response: HSTS if this is a TLS
+    /// listener, and the route's own once one was chosen.
+    fn edits<'c>(&self, ctx: &'c RequestCtx) -> ResponseEdits<'c> {
+        ResponseEdits {
+            hsts: ctx
+                .snapshot
+                .as_ref()
+                .filter(|_| self.kind == ListenerKind::Tls)
+                .and_then(|s| s.config.tls.hsts.as_ref()),
+            route: ctx.seen.route.as_deref().map(|r| &r.response_headers),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use postern_config::Service;
 use crate::forwarding::X_REQUEST_ID;
 use crate::reload::Reloader;
 use crate::response::{error_response, ErrorKind};
+use crate::response_headers::ResponseEdits;
 use crate::services::{self, Outcome};
 use crate::snapshot::Snapshot;
 
@@ -23,12 +24,13 @@ pub async fn error(
     route: Option<&str>,
     request_id: &HeaderValue,
     extra: Option<(HeaderName, String)>,
+    edits: ResponseEdits<'_>,
 ) -> Result<()> {
     let (mut header, body) = error_response(kind, route, request_id.to_str().unwrap_or("-"))?;
     if let Some((name, value)) = extra {
         header.insert_header(name, value)?;
     }
-    write(session, header, body).await
+    write(session, header, body, edits).await
 }
 
 /// 308 to `location`.
@@ -36,12 +38,13 @@ pub async fn redirect(
     session: &mut Session,
     location: &str,
     request_id: &HeaderValue,
+    edits: ResponseEdits<'_>,
 ) -> Result<()> {
     let mut header = ResponseHeader::build(308, Some(4))?;
     header.insert_header("location", location)?;
     header.insert_header("content-length", "0")?;
     header.insert_header(X_REQUEST_ID.as_str(), request_id.clone())?;
-    write(session, header, Bytes::new()).await
+    write(session, header, Bytes::new(), edits).await
 }
 
 /// Answers with a built-in service; returns why, when the answer is the
@@ -54,6 +57,7 @@ pub async fn serve_builtin(
     reloader: &Arc<Reloader>,
     route: Option<&str>,
     request_id: &HeaderValue,
+    edits: ResponseEdits<'_>,
 ) -> Result<Option<String>> {
     let method = session.req_header().method.clone();
     let outcome =
@@ -61,7 +65,7 @@ pub async fn serve_builtin(
     let reply = match outcome {
         Outcome::Reply(reply) => reply,
         Outcome::NotFound => {
-            error(session, ErrorKind::NotFound, route, request_id, None).await?;
+            error(session, ErrorKind::NotFound, route, request_id, None, edits).await?;
             return Ok(Some(format!("no {} endpoint here", service.name())));
         }
         Outcome::MethodNotAllowed => {
@@ -71,6 +75,7 @@ pub async fn serve_builtin(
                 route,
                 request_id,
                 None,
+                edits,
             )
             .await?;
             return Ok(Some(format!("method not allowed on {}", service.name())));
@@ -79,18 +84,23 @@ pub async fn serve_builtin(
     let mut header = ResponseHeader::build(reply.status, Some(4))?;
     header.insert_header("content-type", reply.content_type)?;
     header.insert_header("content-length", reply.body.len().to_string())?;
-    header.insert_header("cache-control", "no-store")?;
     header.insert_header(X_REQUEST_ID.as_str(), request_id.clone())?;
     let body = if method == http::Method::HEAD {
         Bytes::new()
     } else {
         Bytes::from(reply.body)
     };
-    write(session, header, body).await?;
+    write(session, header, body, edits).await?;
     Ok(None)
 }
 
-async fn write(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
+async fn write(
+    session: &mut Session,
+    mut header: ResponseHeader,
+    body: Bytes,
+    edits: ResponseEdits<'_>,
+) -> Result<()> {
+    edits.apply_to_own(&mut header)?;
     // The request body (if any) is not read, so the connection cannot be
     // trusted to be at a request boundary: close it.
     if request_has_body(session) {

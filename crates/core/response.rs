@@ -82,7 +82,6 @@ pub fn error_response(
     let mut header = ResponseHeader::build(kind.status(), Some(5))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
-    header.insert_header("cache-control", "no-store")?;
     header.insert_header("x-request-id", request_id)?;
     Ok((header, Bytes::from(body)))
 }

@@ -270,6 +270,10 @@ pub fn masked_config(config: &Config) -> Value {
                 "deny": r.deny,
                 "auth": r.auth,
                 "listeners": r.listeners,
+                "response_headers": r.response_headers.iter()
+                    .map(|(n, v)| (n.to_string(), Value::from(String::from_utf8_lossy(v.as_bytes()))))
+                    .collect::<serde_json::Map<_, _>>(),
+                "remove_response_headers": r.remove_response_headers.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -280,7 +284,7 @@ pub fn masked_config(config: &Config) -> Value {
             "trusted_proxies": config.gateway.trusted_proxies.entries(),
         },
         "listeners": listeners,
-        "tls": {"min_version": format!("{:?}", config.tls.min_version), "strict_sni": config.tls.strict_sni, "certificates": certificates},
+        "tls": {"min_version": format!("{:?}", config.tls.min_version), "strict_sni": config.tls.strict_sni, "hsts": config.tls.hsts.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes())), "certificates": certificates},
         "upstreams": upstreams,
         "auth": auth,
         "routes": routes,

@@ -16,6 +16,7 @@ use postern_policy::source::Allowlist;
 
 use crate::health::{self, ActiveCheck, UpstreamHealth};
 use crate::metrics::{RouteMetrics, UpstreamMetrics};
+use crate::response_headers::RouteHeaders;
 use crate::tls::{self, CertificateTable};
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 
@@ -56,6 +57,8 @@ pub struct RoutePlan {
     pub auth: Option<Arc<Authenticator>>,
     /// Largest request body forwarded; None: unlimited.
     pub max_body_size: Option<u64>,
+    /// `response_headers` and `remove_response_headers`.
+    pub response_headers: RouteHeaders,
     pub metrics: RouteMetrics,
 }
 
@@ -252,6 +255,10 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 allow: r.allow.clone(),
                 auth: r.auth.as_ref().and_then(|a| authenticators.get(a).cloned()),
                 max_body_size: r.max_body_size.or(config.gateway.max_body_size),
+                response_headers: RouteHeaders {
+                    set: r.response_headers.clone(),
+                    remove: r.remove_response_headers.clone(),
+                },
                 metrics: RouteMetrics::new(&r.name),
             };
             (Arc::new(plan), r)

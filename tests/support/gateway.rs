@@ -52,6 +52,8 @@ struct Settings {
     min_version: &'static str,
     strict_sni: bool,
     trusted_proxies: Vec<String>,
+    /// `[tls] hsts`; None: left out, so the default.
+    hsts: Option<&'static str>,
 }
 
 impl Settings {
@@ -94,11 +96,14 @@ address = "127.0.0.1:{plain}"
 [tls]
 min_version = "{min}"
 strict_sni = {strict}
-"#,
+{hsts}"#,
             trusted = trusted.join(", "),
             socket = socket.display(),
             min = self.min_version,
             strict = self.strict_sni,
+            hsts = self
+                .hsts
+                .map_or(String::new(), |h| format!("hsts = {h:?}\n")),
         );
         for leaf in [&pki.main, &pki.wildcard, &pki.local] {
             let names: Vec<String> = leaf.names.iter().map(|n| format!("{n:?}")).collect();
@@ -135,6 +140,12 @@ impl GatewayBuilder {
     /// with POSTERN_ are config overrides).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// `[tls] hsts = value` (the default unless set).
+    pub fn hsts(mut self, value: &'static str) -> Self {
+        self.settings.hsts = Some(value);
         self
     }
 
@@ -231,6 +242,7 @@ impl Gateway {
                 min_version: "1.2",
                 strict_sni: false,
                 trusted_proxies: Vec::new(),
+                hsts: None,
             },
         }
     }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue};
 use postern_policy::host::HostPattern;
 use postern_policy::source::Allowlist;
 
@@ -110,6 +111,8 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `[tls] min_version`.
 pub const DEFAULT_TLS_MIN_VERSION: TlsVersion = TlsVersion::Tls12;
+/// `[tls] hsts`: one year, the value browsers' preload lists ask for at least.
+pub const DEFAULT_HSTS: &str = "max-age=31536000";
 
 /// `[upstreams.NAME] connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -214,6 +217,9 @@ pub struct Tls {
     pub strict_sni: bool,
     /// `[[tls.certificates]]`, in file order; the first is the default.
     pub certificates: Vec<Certificate>,
+    /// `hsts`: the Strict-Transport-Security value sent on every response of
+    /// a TLS listener; None (`hsts = ""`): not sent.
+    pub hsts: Option<HeaderValue>,
 }
 
 /// One `[[tls.certificates]]` entry.
@@ -381,6 +387,11 @@ pub struct Route {
     pub auth: Option<String>,
     /// Overrides `[gateway] max_body_size` for this route.
     pub max_body_size: Option<u64>,
+    /// `response_headers`: set on every response, replacing any value the
+    /// upstream sent; in file order, names lower-cased and unique.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `remove_response_headers`: removed from every response.
+    pub remove_response_headers: Vec<HeaderName>,
     /// None: every listener that serves routes.
     pub listeners: Option<Vec<String>>,
     /// Where the entry was written.

@@ -16,6 +16,7 @@ use crate::tree::Table;
 
 pub mod auth;
 pub mod gateway;
+mod headers;
 mod jwt;
 pub mod listeners;
 pub mod routes;

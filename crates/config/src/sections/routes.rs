@@ -22,6 +22,8 @@ pub const ROUTE_KEYS: &[&str] = &[
     "listeners",
     "max_body_size",
     "allow_encoded_percent",
+    "response_headers",
+    "remove_response_headers",
 ];
 
 impl Reader<'_> {
@@ -48,6 +50,14 @@ impl Reader<'_> {
         let allow_encoded_percent = f
             .boolean("allow_encoded_percent", self.diags)
             .is_some_and(|(allow, _)| allow);
+        let response_headers = f
+            .table("response_headers", self.diags)
+            .map(|(table, _)| self.response_headers(table))
+            .unwrap_or_default();
+        let remove_response_headers = f
+            .strings("remove_response_headers", self.diags)
+            .map(|(names, _)| self.remove_response_headers(&names))
+            .unwrap_or_default();
         f.finish(self.diags);
 
         let (name, _) = name?;
@@ -130,6 +140,8 @@ impl Reader<'_> {
             allow,
             deny,
             max_body_size,
+            response_headers,
+            remove_response_headers,
             auth: auth.map(|(a, _)| a.to_string()),
             listeners,
             origin: origin.clone(),

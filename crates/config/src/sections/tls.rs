@@ -9,7 +9,7 @@ use crate::fields::{as_table, Fields};
 use crate::model::*;
 use crate::tree::{Node, Table};
 
-pub const TLS_KEYS: &[&str] = &["min_version", "strict_sni", "certificates"];
+pub const TLS_KEYS: &[&str] = &["min_version", "strict_sni", "hsts", "certificates"];
 pub const CERTIFICATE_KEYS: &[&str] = &[
     "server_names",
     "cert",
@@ -25,6 +25,7 @@ impl Reader<'_> {
             min_version: DEFAULT_TLS_MIN_VERSION,
             strict_sni: false,
             certificates: Vec::new(),
+            hsts: Some(http::HeaderValue::from_static(DEFAULT_HSTS)),
         };
         let Some(table) = as_table(node, "[tls]", self.diags) else {
             return tls;
@@ -43,6 +44,9 @@ impl Reader<'_> {
         }
         if let Some((strict, _)) = f.boolean("strict_sni", self.diags) {
             tls.strict_sni = strict;
+        }
+        if let Some((value, origin)) = f.string("hsts", self.diags) {
+            tls.hsts = self.hsts(value, origin);
         }
         let certs = f.tables("certificates", self.diags);
         f.finish(self.diags);
