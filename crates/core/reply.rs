@@ -49,6 +49,8 @@ pub async fn redirect(
 
 /// Answers with a built-in service; returns why, when the answer is the
 /// usual 404 or 405 error instead.
+// Each argument is one thing the answer needs from a different place.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_builtin(
     session: &mut Session,
     service: Service,
