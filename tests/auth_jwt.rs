@@ -478,11 +478,12 @@ auth = "pem"
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn static_jwk_set_file_verifies_tokens() {
+/// A gateway whose route `/file` is verified against `jwks` written to a
+/// JWK Set file (`keys = [...]`), and the echo backend behind it.
+async fn jwk_set_file_gateway(jwks: &Value) -> (tempfile::TempDir, EchoServer, Gateway) {
     let dir = tempfile::tempdir().expect("temp dir");
     let jwks_path = dir.path().join("jwks.json");
-    std::fs::write(&jwks_path, jwk_set(&[&key_b()]).to_string()).expect("write jwks.json");
+    std::fs::write(&jwks_path, jwks.to_string()).expect("write jwks.json");
     let data = echo("data").await;
     let gw = Gateway::start(format!(
         r#"{upstream}
@@ -502,6 +503,12 @@ auth = "file"
         jwks = jwks_path.display(),
     ))
     .await;
+    (dir, data, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_jwk_set_file_verifies_tokens() {
+    let (_dir, data, gw) = jwk_set_file_gateway(&jwk_set(&[&key_b()])).await;
     let route = Route {
         target: "/file/x",
         name: "file",
@@ -1499,32 +1506,11 @@ async fn jwks_keys_whose_key_ops_lack_verify_verify_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_jwk_set_file_honours_key_ops() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let jwks_path = dir.path().join("jwks.json");
     let jwks = json!({ "keys": [
         jwk_with(&key_a(), json!({ "use": null, "key_ops": ["encrypt", "wrapKey"] })),
         jwk_with(&key_b(), json!({ "use": null, "key_ops": ["sign", "verify"] })),
     ]});
-    std::fs::write(&jwks_path, jwks.to_string()).expect("write jwks.json");
-    let data = echo("data").await;
-    let gw = Gateway::start(format!(
-        r#"{upstream}
-[auth.file]
-type = "jwt"
-keys = ['{jwks}']
-audiences = ["{AUDIENCE}"]
-
-[[routes]]
-name = "file"
-host = "{HOST}"
-path_prefix = "/file"
-upstream = "data"
-auth = "file"
-"#,
-        upstream = upstream("data", data.local_addr(), ""),
-        jwks = jwks_path.display(),
-    ))
-    .await;
+    let (_dir, data, gw) = jwk_set_file_gateway(&jwks).await;
     let route = Route {
         target: "/file/x",
         name: "file",
