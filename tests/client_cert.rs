@@ -115,7 +115,10 @@ async fn refusal(gw: &Gateway, options: TlsOptions) -> String {
         Err(e) => e.to_string(),
         Ok(mut conn) => match conn.send(&request("GET", HOST, "/open", &[], b"")).await {
             Err(e) => e.to_string(),
-            Ok(response) => panic!("answered {} instead of ending the handshake", response.status),
+            Ok(response) => panic!(
+                "answered {} instead of ending the handshake",
+                response.status
+            ),
         },
     }
 }
@@ -142,12 +145,21 @@ async fn a_verified_certificate_passes_and_none_is_401_while_open_routes_stay_op
     let missing = get_as(&gw, None, "/any/x").await;
     assert_gateway_error(&missing, 401, "unauthorized", Some("any"));
     assert_eq!(reason(&missing), "client certificate required");
-    assert_eq!(missing.header("www-authenticate"), None, "no HTTP scheme asks for a certificate");
+    assert_eq!(
+        missing.header("www-authenticate"),
+        None,
+        "no HTTP scheme asks for a certificate"
+    );
 
     let allowed = get_as(&gw, Some(&pki.dev), "/any/x").await;
     assert_eq!(allowed.echo()["path"], "/any/x");
     let chained = get_as(&gw, Some(&pki.chained), "/any/x").await;
-    assert_eq!(chained.status, 200, "a leaf under an intermediate the client sends: {}", chained.text());
+    assert_eq!(
+        chained.status,
+        200,
+        "a leaf under an intermediate the client sends: {}",
+        chained.text()
+    );
 
     // Counted with their reasons.
     let text = gw.get(HOST, "/metrics").await.text();
@@ -187,10 +199,18 @@ async fn subjects_and_sans_decide_which_certificates_pass() {
     assert_gateway_error(&none, 401, "unauthorized", Some("admin"));
 
     // A client cannot claim a subject with a header of its own.
-    let forged = send_as(&gw, Some(&pki.dev), "/any/x", &[("X-Client-Subject", "CN=ops-admin,O=Example")])
-        .await
-        .unwrap();
-    assert_eq!(upstream_header(&forged.echo(), "x-client-subject"), Vec::<String>::new());
+    let forged = send_as(
+        &gw,
+        Some(&pki.dev),
+        "/any/x",
+        &[("X-Client-Subject", "CN=ops-admin,O=Example")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        upstream_header(&forged.echo(), "x-client-subject"),
+        Vec::<String>::new()
+    );
 
     let by_san = get_as(&gw, Some(&pki.admin), "/san/x").await;
     assert_eq!(by_san.status, 200, "email SAN listed: {}", by_san.text());
@@ -210,7 +230,11 @@ async fn subjects_and_sans_decide_which_certificates_pass() {
             assert_eq!(entry["user"], "CN=ops-admin,O=Example", "{entry}");
             break;
         }
-        assert!(Instant::now() < deadline, "no access log entry for the admin request:\n{}", gw.stdout());
+        assert!(
+            Instant::now() < deadline,
+            "no access log entry for the admin request:\n{}",
+            gw.stdout()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -253,7 +277,9 @@ async fn client_cert_is_forwarded_byte_exact_per_rfc9440() {
         ("Client-Cert-Chain", ":Zm9yZ2Vk:"),
     ];
 
-    let chained = send_as(&gw, Some(&pki.chained), "/fwd/x", &forged).await.unwrap();
+    let chained = send_as(&gw, Some(&pki.chained), "/fwd/x", &forged)
+        .await
+        .unwrap();
     let echoed = chained.echo();
     assert_eq!(
         upstream_header(&echoed, "client-cert"),
@@ -266,9 +292,14 @@ async fn client_cert_is_forwarded_byte_exact_per_rfc9440() {
         "the intermediate, without the leaf"
     );
 
-    let leaf_only = send_as(&gw, Some(&pki.admin), "/fwd/x", &forged).await.unwrap();
+    let leaf_only = send_as(&gw, Some(&pki.admin), "/fwd/x", &forged)
+        .await
+        .unwrap();
     let echoed = leaf_only.echo();
-    assert_eq!(upstream_header(&echoed, "client-cert"), [byte_sequence(&pki.admin.chain[0])]);
+    assert_eq!(
+        upstream_header(&echoed, "client-cert"),
+        [byte_sequence(&pki.admin.chain[0])]
+    );
     assert_eq!(
         upstream_header(&echoed, "client-cert-chain"),
         Vec::<String>::new(),
@@ -308,8 +339,14 @@ async fn client_sent_client_cert_headers_never_reach_the_upstream() {
         .send_plain(gw.plain_port, request("GET", HOST, "/open/x", &forged, b""))
         .await;
     let echoed = plain.echo();
-    assert_eq!(upstream_header(&echoed, "client-cert"), Vec::<String>::new());
-    assert_eq!(upstream_header(&echoed, "client-cert-chain"), Vec::<String>::new());
+    assert_eq!(
+        upstream_header(&echoed, "client-cert"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        upstream_header(&echoed, "client-cert-chain"),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

@@ -45,15 +45,26 @@ fn load_verifier(ca: &ClientCa) -> Result<Arc<dyn ClientCertVerifier>, (String, 
     })?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| (format!("client_ca {shown} is not valid PEM: {e}"), help.to_string()))?;
+        .map_err(|e| {
+            (
+                format!("client_ca {shown} is not valid PEM: {e}"),
+                help.to_string(),
+            )
+        })?;
     if certs.is_empty() {
-        return Err((format!("client_ca {shown} holds no certificate"), help.to_string()));
+        return Err((
+            format!("client_ca {shown} holds no certificate"),
+            help.to_string(),
+        ));
     }
     let mut roots = RootCertStore::empty();
     for (i, cert) in certs.into_iter().enumerate() {
         roots.add(cert).map_err(|e| {
             (
-                format!("client_ca {shown}: certificate #{} is not a usable CA certificate: {e}", i + 1),
+                format!(
+                    "client_ca {shown}: certificate #{} is not a usable CA certificate: {e}",
+                    i + 1
+                ),
                 help.to_string(),
             )
         })?;
@@ -80,8 +91,7 @@ pub struct ClientCertificate {
 /// The `Client-Cert` request header (RFC 9440).
 pub static CLIENT_CERT: http::HeaderName = http::HeaderName::from_static("client-cert");
 /// The `Client-Cert-Chain` request header (RFC 9440).
-pub static CLIENT_CERT_CHAIN: http::HeaderName =
-    http::HeaderName::from_static("client-cert-chain");
+pub static CLIENT_CERT_CHAIN: http::HeaderName = http::HeaderName::from_static("client-cert-chain");
 
 impl ClientCertificate {
     /// Parses the chain rustls verified, leaf first; None when there is none
@@ -105,7 +115,8 @@ impl ClientCertificate {
                 }
             }
         }
-        let byte_sequence = |der: &CertificateDer<'_>| format!(":{}:", STANDARD.encode(der.as_ref()));
+        let byte_sequence =
+            |der: &CertificateDer<'_>| format!(":{}:", STANDARD.encode(der.as_ref()));
         let header = HeaderValue::from_str(&byte_sequence(leaf)).ok()?;
         let rest: Vec<String> = chain[1..].iter().map(byte_sequence).collect();
         let chain_header = match rest.is_empty() {
@@ -213,8 +224,12 @@ mod tests {
         // rcgen starts with a CN; the RDNs here go in certificate order.
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CountryName, "DE");
-        params.distinguished_name.push(DnType::OrganizationName, "Example, Inc.");
-        params.distinguished_name.push(DnType::CommonName, " ops+admin");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Example, Inc.");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, " ops+admin");
         let der = certificate(params);
         let parsed = ClientCertificate::from_chain(&[der]).unwrap();
         assert_eq!(
@@ -232,27 +247,42 @@ mod tests {
             DnValue::Ia5String("a@b".try_into().unwrap()),
         );
         let parsed = ClientCertificate::from_chain(&[certificate(params)]).unwrap();
-        assert_eq!(parsed.presented.subject, "1.2.840.113549.1.9.1=#1603614062,CN=a");
+        assert_eq!(
+            parsed.presented.subject,
+            "1.2.840.113549.1.9.1=#1603614062,CN=a"
+        );
     }
 
     #[test]
     fn sans_and_rfc9440_headers() {
         let mut params = CertificateParams::new(vec!["ops.example.com".to_string()]).unwrap();
-        params.subject_alt_names.push(SanType::Rfc822Name("ops@example.com".try_into().unwrap()));
-        params.subject_alt_names.push(SanType::URI("spiffe://example.com/ops".try_into().unwrap()));
+        params
+            .subject_alt_names
+            .push(SanType::Rfc822Name("ops@example.com".try_into().unwrap()));
+        params
+            .subject_alt_names
+            .push(SanType::URI("spiffe://example.com/ops".try_into().unwrap()));
         let leaf = certificate(params);
         let other = certificate(CertificateParams::new(Vec::<String>::new()).unwrap());
-        let parsed = ClientCertificate::from_chain(&[leaf.clone(), other.clone(), other.clone()]).unwrap();
+        let parsed =
+            ClientCertificate::from_chain(&[leaf.clone(), other.clone(), other.clone()]).unwrap();
         assert_eq!(
             parsed.presented.sans,
-            ["ops.example.com", "ops@example.com", "spiffe://example.com/ops"]
+            [
+                "ops.example.com",
+                "ops@example.com",
+                "spiffe://example.com/ops"
+            ]
         );
         let b64 = |der: &CertificateDer<'_>| STANDARD.encode(der.as_ref());
         assert_eq!(parsed.header, format!(":{}:", b64(&leaf)).as_str());
         let chain = format!(":{}:, :{}:", b64(&other), b64(&other));
         assert_eq!(parsed.chain_header.unwrap(), chain.as_str());
         let alone = ClientCertificate::from_chain(&[leaf]).unwrap();
-        assert!(alone.chain_header.is_none(), "only the leaf: no chain header");
+        assert!(
+            alone.chain_header.is_none(),
+            "only the leaf: no chain header"
+        );
         assert!(ClientCertificate::from_chain(&[]).is_none());
     }
 }

@@ -243,11 +243,7 @@ impl ProxyHttp for Gateway {
             identity_headers,
             &ctx.request_id,
         )?;
-        forwarding::client_certificate(
-            upstream_request,
-            forward,
-            client_certificate(session),
-        )
+        forwarding::client_certificate(upstream_request, forward, client_certificate(session))
     }
 
     async fn response_filter(
@@ -354,15 +350,14 @@ impl Gateway {
         let connection = self.connection(session);
         let presented = connection.client_certificate.map(|c| &c.presented);
         let headers = &session.req_header().headers;
-        let denial =
-            match auth::authenticate(authenticator, headers, client, presented).await {
-                Ok(identity) => {
-                    route.metrics.auth_allowed();
-                    ctx.identity = Some(identity);
-                    return Ok(true);
-                }
-                Err(denial) => denial,
-            };
+        let denial = match auth::authenticate(authenticator, headers, client, presented).await {
+            Ok(identity) => {
+                route.metrics.auth_allowed();
+                ctx.identity = Some(identity);
+                return Ok(true);
+            }
+            Err(denial) => denial,
+        };
         // Reasons are a fixed set of phrases, so the label stays bounded.
         route.metrics.auth_denied(denial.reason());
         let (kind, extra) = auth::answer(&denial);

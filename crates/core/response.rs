@@ -103,9 +103,13 @@ mod tests {
 
     #[test]
     fn body_shape_matches_the_spec() {
-        let body: serde_json::Value =
-            serde_json::from_str(&explained_body(ErrorKind::Forbidden, Some("mgmt"), "abc", None))
-                .unwrap();
+        let body: serde_json::Value = serde_json::from_str(&explained_body(
+            ErrorKind::Forbidden,
+            Some("mgmt"),
+            "abc",
+            None,
+        ))
+        .unwrap();
         assert_eq!(
             body,
             serde_json::json!({"status":403,"error":"forbidden","route":"mgmt","request_id":"abc"})

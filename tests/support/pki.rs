@@ -173,11 +173,17 @@ fn client_ca(name: &str) -> (CertificateParams, KeyPair) {
 }
 
 /// A clientAuth leaf `CN=<cn>,O=Example` (RFC 4514 order) with `sans`.
-fn client_leaf(cn: &str, sans: &[&str], issuer: &Issuer<'_, KeyPair>) -> (rcgen::Certificate, KeyPair) {
+fn client_leaf(
+    cn: &str,
+    sans: &[&str],
+    issuer: &Issuer<'_, KeyPair>,
+) -> (rcgen::Certificate, KeyPair) {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
     params.distinguished_name = rcgen::DistinguishedName::new();
     // Certificate order is O then CN; RFC 4514 prints the last RDN first.
-    params.distinguished_name.push(DnType::OrganizationName, "Example");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Example");
     params.distinguished_name.push(DnType::CommonName, cn);
     for san in sans {
         params.subject_alt_names.push(match san.contains('@') {
@@ -197,11 +203,14 @@ impl ClientPki {
     /// Generates every certificate and writes the clients CA to `dir/clients-ca.pem`.
     pub fn generate(dir: &Path) -> ClientPki {
         let (ca_params, ca_key) = client_ca("Postern Clients CA");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign clients CA");
+        let ca_cert = ca_params
+            .self_signed(&ca_key)
+            .expect("self-sign clients CA");
         let ca_path = dir.join("clients-ca.pem");
         std::fs::write(&ca_path, ca_cert.pem()).expect("write clients-ca.pem");
         let issuer = Issuer::new(ca_params, ca_key);
-        let leaf = |(cert, key): (rcgen::Certificate, KeyPair), extra: &[CertificateDer<'static>]| {
+        let leaf = |(cert, key): (rcgen::Certificate, KeyPair),
+                    extra: &[CertificateDer<'static>]| {
             let mut chain = vec![cert.der().clone()];
             chain.extend_from_slice(extra);
             ClientLeaf {
@@ -215,7 +224,9 @@ impl ClientPki {
 
         let (mut mid_params, mid_key) = client_ca("Postern Clients Intermediate");
         mid_params.use_authority_key_identifier_extension = true;
-        let mid_cert = mid_params.signed_by(&mid_key, &issuer).expect("sign intermediate");
+        let mid_cert = mid_params
+            .signed_by(&mid_key, &issuer)
+            .expect("sign intermediate");
         let mid_der = mid_cert.der().clone();
         let mid_issuer = Issuer::new(mid_params, mid_key);
         let chained = leaf(client_leaf("ops-chained", &[], &mid_issuer), &[mid_der]);
@@ -227,8 +238,12 @@ impl ClientPki {
         let expired = {
             let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
             params.distinguished_name = rcgen::DistinguishedName::new();
-            params.distinguished_name.push(DnType::OrganizationName, "Example");
-            params.distinguished_name.push(DnType::CommonName, "ops-admin");
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, "Example");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "ops-admin");
             params.not_before = rcgen::date_time_ymd(2019, 1, 1);
             params.not_after = rcgen::date_time_ymd(2020, 1, 1);
             params.use_authority_key_identifier_extension = true;

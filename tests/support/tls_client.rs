@@ -202,10 +202,7 @@ pub async fn tls_connect(
     let mut config = match &options.client_identity {
         None => builder.with_no_client_auth(),
         Some((chain, key)) => builder
-            .with_client_auth_cert(
-                chain.clone(),
-                PrivatePkcs8KeyDer::from(key.clone()).into(),
-            )
+            .with_client_auth_cert(chain.clone(), PrivatePkcs8KeyDer::from(key.clone()).into())
             .map_err(io::Error::other)?,
     };
     config.alpn_protocols = options.alpn.clone();

@@ -63,7 +63,7 @@ impl ClientCertAuthenticator {
             });
         };
         let unrestricted = self.spec.subjects.is_empty() && self.spec.sans.is_empty();
-        let subject_listed = self.spec.subjects.iter().any(|s| *s == cert.subject);
+        let subject_listed = self.spec.subjects.contains(&cert.subject);
         // DNS names compare case-insensitively; emails and URIs as written.
         let san_listed = cert.sans.iter().any(|presented| {
             let dns = !presented.contains(['@', ':']);
@@ -137,7 +137,10 @@ mod tests {
         };
         assert!(matches!(
             denial(admins.check(Some(&other))),
-            Denial::Forbidden { reason: NOT_ALLOWED, challenge: None }
+            Denial::Forbidden {
+                reason: NOT_ALLOWED,
+                challenge: None
+            }
         ));
     }
 
@@ -145,13 +148,31 @@ mod tests {
     fn subjects_match_exactly_and_sans_by_any() {
         let cert = presented();
         let allowed = |a: ClientCertAuthenticator| a.check(Some(&cert)).is_allowed();
-        assert!(allowed(authenticator(&[], &[])), "nothing listed: any verified certificate");
+        assert!(
+            allowed(authenticator(&[], &[])),
+            "nothing listed: any verified certificate"
+        );
         assert!(allowed(authenticator(&["CN=ops-admin,O=Example"], &[])));
-        assert!(!allowed(authenticator(&["CN=ops-admin,O=Example,C=DE"], &[])));
-        assert!(!allowed(authenticator(&["cn=ops-admin,o=example"], &[])), "exact");
-        assert!(allowed(authenticator(&["CN=x"], &["ops-admin@example.com"])));
-        assert!(allowed(authenticator(&[], &["ops.example.com"])), "DNS ignores case");
-        assert!(!allowed(authenticator(&[], &["OPS-ADMIN@example.com"])), "email as written");
+        assert!(!allowed(authenticator(
+            &["CN=ops-admin,O=Example,C=DE"],
+            &[]
+        )));
+        assert!(
+            !allowed(authenticator(&["cn=ops-admin,o=example"], &[])),
+            "exact"
+        );
+        assert!(allowed(authenticator(
+            &["CN=x"],
+            &["ops-admin@example.com"]
+        )));
+        assert!(
+            allowed(authenticator(&[], &["ops.example.com"])),
+            "DNS ignores case"
+        );
+        assert!(
+            !allowed(authenticator(&[], &["OPS-ADMIN@example.com"])),
+            "email as written"
+        );
         assert!(allowed(authenticator(&[], &["spiffe://example.com/ops"])));
         assert!(!allowed(authenticator(&[], &["example.com"])));
     }
@@ -164,7 +185,10 @@ mod tests {
         assert_eq!(identity.subject, "CN=ops-admin,O=Example");
         assert_eq!(
             identity.headers,
-            [("x-client-subject".to_string(), "CN=ops-admin,O=Example".to_string())]
+            [(
+                "x-client-subject".to_string(),
+                "CN=ops-admin,O=Example".to_string()
+            )]
         );
     }
 }

@@ -210,7 +210,10 @@ mod tests {
         assert_eq!(tls.min_version, DEFAULT_TLS_MIN_VERSION);
         assert!(!tls.strict_sni);
         assert!(tls.certificates.is_empty());
-        assert!(tls.client_ca.is_none(), "no client certificates are asked for");
+        assert!(
+            tls.client_ca.is_none(),
+            "no client certificates are asked for"
+        );
     }
 
     #[test]
