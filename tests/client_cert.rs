@@ -372,3 +372,37 @@ fn check_names_a_bad_client_ca_file_and_the_fix() {
     );
     assert!(stderr.contains("help: give a PEM file"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_client_ca_is_refused_and_the_old_ca_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = ClientPki::generate(dir.path());
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = ClientPki::generate(other_dir.path());
+    let data = echo("data").await;
+    let gw = mtls_gateway(&pki, &data).await;
+
+    let old = pki.ca_path.display().to_string();
+    let new = other.ca_path.display().to_string();
+    assert!(gw.config.contains(&old), "{}", gw.config);
+    gw.rewrite(&gw.config.replace(&old, &new));
+    gw.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.stderr().contains("[tls] client_ca changed") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gw.stderr().contains("needs an upgrade"), "{}", gw.stderr());
+    assert_eq!(get_as(&gw, Some(&pki.admin), "/admin/x").await.status, 200);
+    // The new file's CA is not trusted. It has the same name as the old one,
+    // so rustls finds that issuer and the signature fails to verify.
+    let refused = refusal(&gw, options(Some(&other.admin))).await;
+    assert!(
+        refused.contains("received fatal alert: DecryptError"),
+        "{refused}"
+    );
+}
