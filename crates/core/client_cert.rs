@@ -149,9 +149,10 @@ pub fn rfc4514(name: &X509Name<'_>) -> String {
                     match (short_name(&oid), value.as_str()) {
                         (Some(short), Ok(text)) => format!("{short}={}", escape(text)),
                         (label, _) => {
-                            let mut der = Vec::new();
-                            der.extend_from_slice(&value_der(value));
-                            let hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
+                            let hex: String = value_der(value)
+                                .iter()
+                                .map(|b| format!("{b:02x}"))
+                                .collect();
                             format!("{}=#{hex}", label.unwrap_or(&oid))
                         }
                     }
