@@ -697,7 +697,7 @@ fn authenticator_problems() {
             plain("[auth.ops]\ntype = \"ldap\"\n"),
             "type = |\"ldap\"",
             "unknown `type`",
-            Some("type = \"jwt\" or type = \"basic\""),
+            Some("type = \"jwt\", type = \"basic\" or type = \"client_cert\""),
         ),
         case(
             "route names an undefined authenticator",

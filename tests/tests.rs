@@ -11,6 +11,7 @@ mod access_log;
 mod auth_basic;
 mod auth_jwt;
 mod check;
+mod client_cert;
 mod demo;
 mod deploy;
 mod docs;

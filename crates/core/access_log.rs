@@ -98,6 +98,8 @@ pub struct Entry<'a> {
     pub duration_ms: f64,
     pub user: Option<&'a str>,
     pub refused: Option<&'a str>,
+    /// The subject (RFC 4514) of the connection's verified client certificate.
+    pub client_cert: Option<&'a str>,
 }
 
 impl Entry<'_> {
@@ -123,6 +125,9 @@ impl Entry<'_> {
         }
         if let Some(reason) = self.refused {
             entry["refused"] = Value::from(reason);
+        }
+        if let Some(subject) = self.client_cert {
+            entry["client_cert"] = Value::from(subject);
         }
         entry
     }
@@ -185,6 +190,7 @@ mod tests {
             duration_ms: 1.23456,
             user: None,
             refused: Some("token expired"),
+            client_cert: None,
         }
         .to_json();
         assert_eq!(entry["status"], 401);

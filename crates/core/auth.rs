@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use http::header::{AUTHORIZATION, COOKIE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName};
+use postern_auth::client_cert::PresentedCertificate;
 use postern_auth::{Authenticator, Credentials, Denial, Identity, Verdict};
 
 use crate::response::ErrorKind;
@@ -15,6 +16,7 @@ pub async fn authenticate(
     auth: &Authenticator,
     headers: &HeaderMap,
     client: IpAddr,
+    client_certificate: Option<&PresentedCertificate>,
 ) -> Result<Identity, Denial> {
     let mut authorization = headers.get_all(AUTHORIZATION).iter();
     let (first, second) = (authorization.next(), authorization.next());
@@ -31,10 +33,21 @@ pub async fn authenticate(
             .map(|v| v.as_bytes())
             .collect(),
         client,
+        client_certificate,
     };
     match auth.check(&credentials).await {
         Verdict::Allow(identity) => Ok(identity),
         Verdict::Deny(denial) => Err(denial),
+    }
+}
+
+/// The reason put in the response body, for denials the status alone does
+/// not explain: a missing or unaccepted client certificate.
+pub fn explanation(denial: &Denial) -> Option<&'static str> {
+    match denial {
+        Denial::CertificateRequired { reason } => Some(reason),
+        Denial::Forbidden { reason, .. } => Some(reason),
+        _ => None,
     }
 }
 
@@ -45,6 +58,12 @@ pub fn answer(denial: &Denial) -> (ErrorKind, Option<(HeaderName, String)>) {
         Denial::Unauthorized { challenge, .. } => (
             ErrorKind::Unauthorized,
             Some((WWW_AUTHENTICATE, challenge.clone())),
+        ),
+        // No HTTP authentication scheme asks for a TLS client certificate.
+        Denial::CertificateRequired { .. } => (ErrorKind::Unauthorized, None),
+        Denial::Forbidden { challenge, .. } => (
+            ErrorKind::Forbidden,
+            challenge.clone().map(|c| (WWW_AUTHENTICATE, c)),
         ),
         Denial::TooManyRequests { retry_after, .. } => (
             ErrorKind::TooManyRequests,

@@ -36,6 +36,7 @@ use postern_policy::path::{canonicalize, check_encoded_percent};
 use postern_policy::router::strip_segments;
 use postern_policy::source::{self, Client};
 
+use crate::client_cert::ClientCertificate;
 use crate::forwarding::X_FORWARDED_FOR;
 use crate::response::ErrorKind;
 use crate::snapshot::{RouteAction, RoutePlan, Snapshot, UpstreamPlan};
@@ -58,6 +59,8 @@ pub struct Connection<'a> {
     pub local_port: u16,
     /// The names the connection's certificate serves (TLS listeners).
     pub certificate: Option<&'a [HostPattern]>,
+    /// The client certificate verified during the handshake, if any.
+    pub client_certificate: Option<&'a ClientCertificate>,
 }
 
 /// A request the gateway answers itself with an error, and why.
@@ -104,6 +107,8 @@ pub struct Forward {
     /// "https" or "http".
     pub proto: &'static str,
     pub local_port: u16,
+    /// The route's `forward_client_cert`.
+    pub forward_client_cert: bool,
 }
 
 /// The forwarding headers a trusted proxy sent, each header's lines joined.
@@ -274,6 +279,7 @@ fn check(
             "http"
         },
         local_port: conn.local_port,
+        forward_client_cert: route.forward_client_cert,
     }))
 }
 

@@ -12,6 +12,7 @@ use pingora::Result;
 use postern_auth::Identity;
 use postern_policy::forwarded::{ChainHeaders, Hop};
 
+use crate::client_cert::{ClientCertificate, CLIENT_CERT, CLIENT_CERT_CHAIN};
 use crate::decision::{requested_host, Forward};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -77,5 +78,24 @@ pub fn rewrite(
     upstream_request.insert_header(X_REAL_IP.as_str(), computed.x_real_ip)?;
     upstream_request.insert_header(FORWARDED.as_str(), computed.forwarded)?;
     upstream_request.insert_header(X_REQUEST_ID.as_str(), request_id.clone())?;
+    Ok(())
+}
+
+/// RFC 9440: a client's own `Client-Cert` / `Client-Cert-Chain` never pass
+/// (on any route); with `forward_client_cert` the verified ones are set.
+pub fn client_certificate(
+    upstream_request: &mut RequestHeader,
+    forward: &Forward,
+    verified: Option<&ClientCertificate>,
+) -> Result<()> {
+    upstream_request.remove_header(&CLIENT_CERT);
+    upstream_request.remove_header(&CLIENT_CERT_CHAIN);
+    let Some(cert) = verified.filter(|_| forward.forward_client_cert) else {
+        return Ok(());
+    };
+    upstream_request.insert_header(CLIENT_CERT.as_str(), cert.header.clone())?;
+    if let Some(chain) = &cert.chain_header {
+        upstream_request.insert_header(CLIENT_CERT_CHAIN.as_str(), chain.clone())?;
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 mod access_log;
 mod auth;
+mod client_cert;
 mod client_hello;
 mod client_timeouts;
 mod connections;

@@ -34,6 +34,7 @@ use postern_policy::source;
 
 use crate::access_log;
 use crate::auth;
+use crate::client_cert::ClientCertificate;
 use crate::client_timeouts::ClientStream;
 use crate::decision::{decide, Connection, Decision, Forward, Refusal, Seen};
 use crate::forwarding::{self, X_REQUEST_ID};
@@ -241,7 +242,8 @@ impl ProxyHttp for Gateway {
             ctx.identity.as_ref(),
             identity_headers,
             &ctx.request_id,
-        )
+        )?;
+        forwarding::client_certificate(upstream_request, forward, client_certificate(session))
     }
 
     async fn response_filter(
@@ -318,10 +320,7 @@ impl ProxyHttp for Gateway {
 impl Gateway {
     /// What decide needs to know about the connection.
     fn connection<'s>(&'s self, session: &'s Session) -> Connection<'s> {
-        let certificate = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|tls| tls.extension.get::<ConnectionCertificate>());
+        let certificate = connection_certificate(session);
         Connection {
             listener: &self.listener,
             kind: self.kind,
@@ -334,6 +333,7 @@ impl Gateway {
                 .and_then(|a| a.as_inet())
                 .map_or(self.port, |a| a.port()),
             certificate: certificate.map(|c| &c.names[..]),
+            client_certificate: certificate.and_then(|c| c.client.as_ref()),
         }
     }
 
@@ -347,15 +347,17 @@ impl Gateway {
             return Ok(true);
         };
         let client = ctx.seen.client.ok_or_else(not_forwarding)?;
-        let denial =
-            match auth::authenticate(authenticator, &session.req_header().headers, client).await {
-                Ok(identity) => {
-                    route.metrics.auth_allowed();
-                    ctx.identity = Some(identity);
-                    return Ok(true);
-                }
-                Err(denial) => denial,
-            };
+        let connection = self.connection(session);
+        let presented = connection.client_certificate.map(|c| &c.presented);
+        let headers = &session.req_header().headers;
+        let denial = match auth::authenticate(authenticator, headers, client, presented).await {
+            Ok(identity) => {
+                route.metrics.auth_allowed();
+                ctx.identity = Some(identity);
+                return Ok(true);
+            }
+            Err(denial) => denial,
+        };
         // Reasons are a fixed set of phrases, so the label stays bounded.
         route.metrics.auth_denied(denial.reason());
         let (kind, extra) = auth::answer(&denial);
@@ -373,12 +375,13 @@ impl Gateway {
         );
         ctx.refusal = Some(denial.reason().into());
         let edits = self.edits(ctx);
-        reply::error(
+        reply::explained_error(
             session,
             kind,
             Some(&route.name),
             &ctx.request_id,
             extra,
+            auth::explanation(&denial),
             edits,
         )
         .await?;
@@ -430,6 +433,19 @@ impl Gateway {
             route: ctx.seen.route.as_deref().map(|r| &r.response_headers),
         }
     }
+}
+
+/// What the TLS handshake recorded about the connection (TLS listeners).
+fn connection_certificate(session: &Session) -> Option<&ConnectionCertificate> {
+    session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|tls| tls.extension.get::<ConnectionCertificate>())
+}
+
+/// The connection's verified client certificate, parsed at the handshake.
+fn client_certificate(session: &Session) -> Option<&ClientCertificate> {
+    connection_certificate(session).and_then(|c| c.client.as_ref())
 }
 
 fn route_name(ctx: &RequestCtx) -> Option<&str> {
@@ -552,5 +568,6 @@ fn access_entry<'a>(
             .map(|i| i.subject.as_str())
             .filter(|s| !s.is_empty()),
         refused: ctx.refusal.as_deref(),
+        client_cert: client_certificate(session).map(|c| c.presented.subject.as_str()),
     }
 }

@@ -80,6 +80,12 @@ impl Reloader {
             Err(errors) => return Err(lines(&errors)),
         };
         let current = self.shared.load_full();
+        let ca_path = |c: &Config| c.tls.client_ca.as_ref().map(|ca| ca.path.clone());
+        if ca_path(&current.config) != ca_path(&config) {
+            return Err(vec![
+                "[tls] client_ca changed: TLS listeners take it at startup, so this needs an upgrade: start `postern run --upgrade` with the new file, then send this process SIGQUIT (docs/operations.md); nothing was changed".to_string(),
+            ]);
+        }
         if let Some(change) = listener_change(&current.config, &config) {
             return Err(vec![format!(
                 "{change}: listeners are bound at startup, so this needs an upgrade: start `postern run --upgrade` with the new file, then send this process SIGQUIT (docs/operations.md); nothing was changed"

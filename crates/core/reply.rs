@@ -12,7 +12,7 @@ use postern_config::Service;
 
 use crate::forwarding::X_REQUEST_ID;
 use crate::reload::Reloader;
-use crate::response::{error_response, ErrorKind};
+use crate::response::{explained_response, ErrorKind};
 use crate::response_headers::ResponseEdits;
 use crate::services::{self, Outcome};
 use crate::snapshot::Snapshot;
@@ -26,7 +26,22 @@ pub async fn error(
     extra: Option<(HeaderName, String)>,
     edits: ResponseEdits<'_>,
 ) -> Result<()> {
-    let (mut header, body) = error_response(kind, route, request_id.to_str().unwrap_or("-"))?;
+    explained_error(session, kind, route, request_id, extra, None, edits).await
+}
+
+/// An error whose body also says why (`reason`), for refusals the client
+/// can fix itself, such as a missing client certificate.
+pub async fn explained_error(
+    session: &mut Session,
+    kind: ErrorKind,
+    route: Option<&str>,
+    request_id: &HeaderValue,
+    extra: Option<(HeaderName, String)>,
+    reason: Option<&str>,
+    edits: ResponseEdits<'_>,
+) -> Result<()> {
+    let id = request_id.to_str().unwrap_or("-");
+    let (mut header, body) = explained_response(kind, route, id, reason)?;
     if let Some((name, value)) = extra {
         header.insert_header(name, value)?;
     }

@@ -63,22 +63,33 @@ impl ErrorKind {
     }
 }
 
-pub fn error_body(kind: ErrorKind, route: Option<&str>, request_id: &str) -> String {
-    serde_json::json!({
+/// The body with a `reason` a client can act on (a fixed phrase, such as
+/// "client certificate required"), when the status alone does not say it.
+pub fn explained_body(
+    kind: ErrorKind,
+    route: Option<&str>,
+    request_id: &str,
+    reason: Option<&str>,
+) -> String {
+    let mut body = serde_json::json!({
         "status": kind.status(),
         "error": kind.name(),
         "route": route,
         "request_id": request_id,
-    })
-    .to_string()
+    });
+    if let Some(reason) = reason {
+        body["reason"] = serde_json::Value::from(reason);
+    }
+    body.to_string()
 }
 
-pub fn error_response(
+pub fn explained_response(
     kind: ErrorKind,
     route: Option<&str>,
     request_id: &str,
+    reason: Option<&str>,
 ) -> Result<(ResponseHeader, Bytes)> {
-    let body = error_body(kind, route, request_id);
+    let body = explained_body(kind, route, request_id, reason);
     let mut header = ResponseHeader::build(kind.status(), Some(5))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
@@ -92,14 +103,28 @@ mod tests {
 
     #[test]
     fn body_shape_matches_the_spec() {
-        let body: serde_json::Value =
-            serde_json::from_str(&error_body(ErrorKind::Forbidden, Some("mgmt"), "abc")).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&explained_body(
+            ErrorKind::Forbidden,
+            Some("mgmt"),
+            "abc",
+            None,
+        ))
+        .unwrap();
         assert_eq!(
             body,
             serde_json::json!({"status":403,"error":"forbidden","route":"mgmt","request_id":"abc"})
         );
         let body: serde_json::Value =
-            serde_json::from_str(&error_body(ErrorKind::NotFound, None, "x")).unwrap();
+            serde_json::from_str(&explained_body(ErrorKind::NotFound, None, "x", None)).unwrap();
         assert_eq!(body["route"], serde_json::Value::Null);
+        let body: serde_json::Value = serde_json::from_str(&explained_body(
+            ErrorKind::Unauthorized,
+            Some("admin"),
+            "x",
+            Some("client certificate required"),
+        ))
+        .unwrap();
+        assert_eq!(body["reason"], "client certificate required");
+        assert_eq!(body["status"], 401);
     }
 }

@@ -92,6 +92,8 @@ pub fn run(snapshot: Snapshot, upgrade: bool) -> Result<std::convert::Infallible
 
     let resolver = Arc::new(SniResolver::new(Arc::clone(&snapshot.certificates)));
     let listeners = snapshot.config.listeners.clone();
+    // Read once: a listener's rustls config is built at startup (see reload.rs).
+    let client_verifier = snapshot.client_verifier.clone();
     let client_timeouts = snapshot.config.gateway.client_timeouts;
     crate::access_log::open(&snapshot.config.gateway.access_log)
         .map_err(|e| format!("{}: {e}", snapshot.config.file.display()))?;
@@ -135,6 +137,9 @@ pub fn run(snapshot: Snapshot, upgrade: bool) -> Result<std::convert::Infallible
                 let mut settings = TlsSettings::with_callbacks(Box::new(recorder))
                     .map_err(|e| format!("listener {:?}: {e}", l.name))?;
                 settings.set_cert_resolver(resolver.clone());
+                if let Some(verifier) = &client_verifier {
+                    settings.set_client_cert_verifier(Arc::clone(verifier));
+                }
                 settings.enable_h2();
                 service.add_listener(
                     ListenerConfig::tcp(address.as_str())

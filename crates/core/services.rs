@@ -248,6 +248,10 @@ pub fn masked_config(config: &Config) -> Value {
                 "htpasswd": b.htpasswd.as_ref().map(|p| p.display().to_string()),
                 "max_failures": b.max_failures,
             }),
+            AuthKind::ClientCert(c) => json!({
+                "name": a.name, "type": "client_cert", "subjects": c.subjects,
+                "sans": c.sans, "claims_to_headers": c.claims_to_headers,
+            }),
         })
         .collect();
     let routes: Vec<Value> = config
@@ -269,6 +273,7 @@ pub fn masked_config(config: &Config) -> Value {
                 "allow": r.allow.as_ref().map(|a| a.entries().to_vec()),
                 "deny": r.deny,
                 "auth": r.auth,
+                "forward_client_cert": r.forward_client_cert,
                 "listeners": r.listeners,
                 "response_headers": r.response_headers.iter()
                     .map(|(n, v)| (n.to_string(), Value::from(String::from_utf8_lossy(v.as_bytes()))))
@@ -284,7 +289,7 @@ pub fn masked_config(config: &Config) -> Value {
             "trusted_proxies": config.gateway.trusted_proxies.entries(),
         },
         "listeners": listeners,
-        "tls": {"min_version": format!("{:?}", config.tls.min_version), "strict_sni": config.tls.strict_sni, "hsts": config.tls.hsts.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes())), "certificates": certificates},
+        "tls": {"min_version": format!("{:?}", config.tls.min_version), "strict_sni": config.tls.strict_sni, "client_ca": config.tls.client_ca.as_ref().map(|ca| ca.path.display().to_string()), "hsts": config.tls.hsts.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes())), "certificates": certificates},
         "upstreams": upstreams,
         "auth": auth,
         "routes": routes,

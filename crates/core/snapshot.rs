@@ -14,6 +14,9 @@ use postern_policy::hostmap::HostMap;
 use postern_policy::router::{RouteEntry, Router};
 use postern_policy::source::Allowlist;
 
+use rustls::server::danger::ClientCertVerifier;
+
+use crate::client_cert;
 use crate::health::{self, ActiveCheck, UpstreamHealth};
 use crate::metrics::{RouteMetrics, UpstreamMetrics};
 use crate::response_headers::RouteHeaders;
@@ -55,6 +58,8 @@ pub struct RoutePlan {
     pub allow_encoded_percent: bool,
     pub allow: Option<Allowlist>,
     pub auth: Option<Arc<Authenticator>>,
+    /// The verified client certificate goes upstream (RFC 9440).
+    pub forward_client_cert: bool,
     /// Largest request body forwarded; None: unlimited.
     pub max_body_size: Option<u64>,
     /// `response_headers` and `remove_response_headers`.
@@ -83,6 +88,8 @@ pub struct Snapshot {
     /// Headers some authenticator sets from token claims: a client's copies
     /// are removed from every forwarded request.
     pub identity_headers: Vec<HeaderName>,
+    /// `[tls] client_ca`, loaded. TLS listeners take it at startup.
+    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
     /// By name, sorted.
     upstreams: Vec<Arc<UpstreamPlan>>,
 }
@@ -123,6 +130,12 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         config.tls.min_version,
         config.tls.strict_sni,
     ));
+
+    let client_verifier = config
+        .tls
+        .client_ca
+        .as_ref()
+        .and_then(|ca| client_cert::verifier(ca, diags));
 
     let mut pending = Vec::new();
     for u in &config.upstreams {
@@ -254,6 +267,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 allow_encoded_percent: r.allow_encoded_percent,
                 allow: r.allow.clone(),
                 auth: r.auth.as_ref().and_then(|a| authenticators.get(a).cloned()),
+                forward_client_cert: r.forward_client_cert,
                 max_body_size: r.max_body_size.or(config.gateway.max_body_size),
                 response_headers: RouteHeaders {
                     set: r.response_headers.clone(),
@@ -306,6 +320,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         served_names,
         https_port,
         identity_headers,
+        client_verifier,
         upstreams: sorted(upstreams),
     })
 }

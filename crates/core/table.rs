@@ -100,6 +100,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             let kind = match config.authenticator(auth).map(|a| &a.kind) {
                 Some(postern_config::AuthKind::Jwt(_)) => "jwt",
                 Some(postern_config::AuthKind::Basic(_)) => "basic",
+                Some(postern_config::AuthKind::ClientCert(_)) => "client_cert",
                 None => "?",
             };
             policy.push(format!("{kind} {auth}"));

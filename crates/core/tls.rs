@@ -22,6 +22,8 @@ use rustls::{CipherSuite, SupportedCipherSuite};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::client_cert::ClientCertificate;
+
 /// The TLS 1.2 cipher suites offered: ECDHE with AES-128-GCM, one per key
 /// type (the suite RFC 9113 requires of HTTP/2 servers, which every TLS 1.2
 /// client that can use HTTP/2 has).
@@ -156,6 +158,8 @@ impl ResolvesServerCert for SniResolver {
 #[derive(Debug)]
 pub struct ConnectionCertificate {
     pub names: Arc<[HostPattern]>,
+    /// The client certificate rustls verified against `[tls] client_ca`.
+    pub client: Option<ClientCertificate>,
 }
 
 /// Pingora's post-handshake hook: records which certificate the connection got.
@@ -171,8 +175,13 @@ impl TlsAccept for HandshakeRecorder {
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         let table = self.resolver.current();
         let cert = table.select(tls.server_name())?;
+        // Presented means verified: rustls ends the handshake otherwise.
+        let client = tls
+            .peer_cert_chain_der()
+            .and_then(ClientCertificate::from_chain);
         Some(Arc::new(ConnectionCertificate {
             names: Arc::clone(&cert.names),
+            client,
         }))
     }
 }

@@ -54,6 +54,8 @@ struct Settings {
     trusted_proxies: Vec<String>,
     /// `[tls] hsts`; None: left out, so the default.
     hsts: Option<&'static str>,
+    /// `[tls] client_ca`; None: no client certificates are asked for.
+    client_ca: Option<PathBuf>,
 }
 
 impl Settings {
@@ -105,6 +107,9 @@ strict_sni = {strict}
                 .hsts
                 .map_or(String::new(), |h| format!("hsts = {h:?}\n")),
         );
+        if let Some(ca) = &self.client_ca {
+            let _ = writeln!(toml, "client_ca = '{}'", ca.display());
+        }
         for leaf in [&pki.main, &pki.wildcard, &pki.local] {
             let names: Vec<String> = leaf.names.iter().map(|n| format!("{n:?}")).collect();
             let _ = write!(
@@ -158,6 +163,12 @@ impl GatewayBuilder {
     /// `[gateway] trusted_proxies` (none unless set).
     pub fn trusted_proxies(mut self, cidrs: &[&str]) -> Self {
         self.settings.trusted_proxies = cidrs.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
+    /// `[tls] client_ca`: TLS clients are asked for a certificate from this CA.
+    pub fn client_ca(mut self, path: &Path) -> Self {
+        self.settings.client_ca = Some(path.to_path_buf());
         self
     }
 
@@ -243,6 +254,7 @@ impl Gateway {
                 strict_sni: false,
                 trusted_proxies: Vec::new(),
                 hsts: None,
+                client_ca: None,
             },
         }
     }

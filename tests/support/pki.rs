@@ -133,3 +133,133 @@ impl Pki {
         }
     }
 }
+
+/// A client certificate as a test client presents it.
+pub struct ClientLeaf {
+    /// Leaf first, then any intermediates the client sends.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's PKCS#8 private key.
+    pub key_pkcs8: Vec<u8>,
+}
+
+/// The client-certificate world of the mTLS tests, made with rcgen:
+///
+/// * `ca.pem` (the gateway's `client_ca`): "Postern Clients CA";
+/// * `admin`: CN=ops-admin,O=Example, SANs ops-admin@example.com and
+///   ops.example.com, issued by the clients CA;
+/// * `dev`: CN=ops-dev,O=Example, SAN dev@example.com, issued by the clients CA;
+/// * `chained`: CN=ops-chained,O=Example, issued by an intermediate the
+///   clients CA signed; its chain holds the intermediate;
+/// * `foreign`: the admin's subject and SANs, issued by another CA;
+/// * `expired`: the admin's subject, from the clients CA, expired in 2020.
+pub struct ClientPki {
+    /// The clients CA as PEM, written to `ca_path`.
+    pub ca_path: PathBuf,
+    pub admin: ClientLeaf,
+    pub dev: ClientLeaf,
+    pub chained: ClientLeaf,
+    pub foreign: ClientLeaf,
+    pub expired: ClientLeaf,
+}
+
+fn client_ca(name: &str) -> (CertificateParams, KeyPair) {
+    let key = KeyPair::generate().expect("generate CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    (params, key)
+}
+
+/// A clientAuth leaf `CN=<cn>,O=Example` (RFC 4514 order) with `sans`.
+fn client_leaf(
+    cn: &str,
+    sans: &[&str],
+    issuer: &Issuer<'_, KeyPair>,
+) -> (rcgen::Certificate, KeyPair) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    // Certificate order is O then CN; RFC 4514 prints the last RDN first.
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Example");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    for san in sans {
+        params.subject_alt_names.push(match san.contains('@') {
+            true => rcgen::SanType::Rfc822Name((*san).try_into().expect("email SAN")),
+            false => rcgen::SanType::DnsName((*san).try_into().expect("DNS SAN")),
+        });
+    }
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().expect("generate client key");
+    let cert = params.signed_by(&key, issuer).expect("sign client leaf");
+    (cert, key)
+}
+
+impl ClientPki {
+    /// Generates every certificate and writes the clients CA to `dir/clients-ca.pem`.
+    pub fn generate(dir: &Path) -> ClientPki {
+        let (ca_params, ca_key) = client_ca("Postern Clients CA");
+        let ca_cert = ca_params
+            .self_signed(&ca_key)
+            .expect("self-sign clients CA");
+        let ca_path = dir.join("clients-ca.pem");
+        std::fs::write(&ca_path, ca_cert.pem()).expect("write clients-ca.pem");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |(cert, key): (rcgen::Certificate, KeyPair),
+                    extra: &[CertificateDer<'static>]| {
+            let mut chain = vec![cert.der().clone()];
+            chain.extend_from_slice(extra);
+            ClientLeaf {
+                chain,
+                key_pkcs8: key.serialize_der(),
+            }
+        };
+        let admin_sans = ["ops-admin@example.com", "ops.example.com"];
+        let admin = leaf(client_leaf("ops-admin", &admin_sans, &issuer), &[]);
+        let dev = leaf(client_leaf("ops-dev", &["dev@example.com"], &issuer), &[]);
+
+        let (mut mid_params, mid_key) = client_ca("Postern Clients Intermediate");
+        mid_params.use_authority_key_identifier_extension = true;
+        let mid_cert = mid_params
+            .signed_by(&mid_key, &issuer)
+            .expect("sign intermediate");
+        let mid_der = mid_cert.der().clone();
+        let mid_issuer = Issuer::new(mid_params, mid_key);
+        let chained = leaf(client_leaf("ops-chained", &[], &mid_issuer), &[mid_der]);
+
+        let (other_params, other_key) = client_ca("Some Other CA");
+        let other_issuer = Issuer::new(other_params, other_key);
+        let foreign = leaf(client_leaf("ops-admin", &admin_sans, &other_issuer), &[]);
+
+        let expired = {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, "Example");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "ops-admin");
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+            params.use_authority_key_identifier_extension = true;
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let key = KeyPair::generate().expect("generate client key");
+            let cert = params.signed_by(&key, &issuer).expect("sign expired leaf");
+            leaf((cert, key), &[])
+        };
+        ClientPki {
+            ca_path,
+            admin,
+            dev,
+            chained,
+            foreign,
+            expired,
+        }
+    }
+}

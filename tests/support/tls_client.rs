@@ -8,7 +8,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme, SupportedProtocolVersion};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -51,6 +51,9 @@ pub struct TlsOptions {
     pub tls12_suites_only: bool,
     /// Offer exactly these cipher suites, in this order.
     pub suites: Option<Vec<rustls::CipherSuite>>,
+    /// A client certificate chain (leaf first) and its PKCS#8 key, offered
+    /// when the server asks for one.
+    pub client_identity: Option<(Vec<CertificateDer<'static>>, Vec<u8>)>,
 }
 
 impl TlsOptions {
@@ -63,6 +66,7 @@ impl TlsOptions {
             versions: vec![&rustls::version::TLS13, &rustls::version::TLS12],
             tls12_suites_only: false,
             suites: None,
+            client_identity: None,
         }
     }
 
@@ -93,6 +97,12 @@ impl TlsOptions {
     pub fn tls12_suites(mut self, suites: &[rustls::CipherSuite]) -> Self {
         self.versions = vec![&rustls::version::TLS12];
         self.suites = Some(suites.to_vec());
+        self
+    }
+
+    /// Present `chain` (leaf first) with the PKCS#8 `key` if asked for a certificate.
+    pub fn client_cert(mut self, chain: Vec<CertificateDer<'static>>, key_pkcs8: Vec<u8>) -> Self {
+        self.client_identity = Some((chain, key_pkcs8));
         self
     }
 
@@ -183,13 +193,18 @@ pub async fn tls_connect(
         inner: webpki,
         name: server_name(&options.verify_as),
     };
-    let mut config =
+    let builder =
         rustls::ClientConfig::builder_with_provider(Arc::clone(&provider) as Arc<CryptoProvider>)
             .with_protocol_versions(&options.versions)
             .map_err(io::Error::other)?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match &options.client_identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain.clone(), PrivatePkcs8KeyDer::from(key.clone()).into())
+            .map_err(io::Error::other)?,
+    };
     config.alpn_protocols = options.alpn.clone();
     config.enable_sni = options.sni.is_some();
     let name = server_name(options.sni.as_deref().unwrap_or(&options.verify_as));

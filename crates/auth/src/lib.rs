@@ -2,12 +2,14 @@
 //!
 //! A route names an `[auth.NAME]`; the gateway asks it for a [`Verdict`] on
 //! the request's credentials and forwards nothing unless it is
-//! [`Verdict::Allow`]. Two kinds exist:
+//! [`Verdict::Allow`]. Three kinds exist:
 //!
 //! * [`jwt::JwtAuthenticator`]: bearer tokens checked against a JWKS (fetched
 //!   and rotated, see [`jwks`]), static public keys, or a shared secret.
 //! * [`basic::BasicAuthenticator`]: user and password against argon2id or
 //!   bcrypt hashes, with a success cache and per-source backoff.
+//! * [`client_cert::ClientCertAuthenticator`]: the TLS client certificate
+//!   verified during the handshake, by subject or SAN.
 //!
 //! [`build`] turns a loaded config's authenticator into one, reporting
 //! problems (unreadable keys, weak hashes, missing secrets) against the
@@ -16,6 +18,7 @@
 pub mod backoff;
 pub mod basic;
 pub mod cache;
+pub mod client_cert;
 pub mod hashes;
 pub mod jwks;
 pub mod jwt;
@@ -62,6 +65,19 @@ pub enum Denial {
         /// Why, for the log and the metrics label.
         reason: &'static str,
     },
+    /// 401 without `WWW-Authenticate` (no HTTP scheme asks for a TLS client
+    /// certificate): the connection presented none.
+    CertificateRequired {
+        /// Why, for the log, the metrics label and the response body.
+        reason: &'static str,
+    },
+    /// 403: the credentials are good but do not open this route.
+    Forbidden {
+        /// A `WWW-Authenticate` value to send with it, if any.
+        challenge: Option<String>,
+        /// Why, for the log and the metrics label.
+        reason: &'static str,
+    },
     /// 429 with `Retry-After`.
     TooManyRequests {
         /// How long the source must wait.
@@ -77,6 +93,8 @@ impl Denial {
         match self {
             Denial::BadRequest { reason }
             | Denial::Unauthorized { reason, .. }
+            | Denial::CertificateRequired { reason }
+            | Denial::Forbidden { reason, .. }
             | Denial::TooManyRequests { reason, .. } => reason,
         }
     }
@@ -106,6 +124,8 @@ pub struct Credentials<'a> {
     pub cookies: Vec<&'a [u8]>,
     /// The client the gateway decided the request comes from.
     pub client: IpAddr,
+    /// The connection's client certificate, verified during the handshake.
+    pub client_certificate: Option<&'a client_cert::PresentedCertificate>,
 }
 
 /// One `[auth.NAME]` authenticator, built.
@@ -114,6 +134,8 @@ pub enum Authenticator {
     Jwt(Box<jwt::JwtAuthenticator>),
     /// `type = "basic"`.
     Basic(Box<basic::BasicAuthenticator>),
+    /// `type = "client_cert"`.
+    ClientCert(Box<client_cert::ClientCertAuthenticator>),
 }
 
 impl Authenticator {
@@ -122,6 +144,7 @@ impl Authenticator {
         match self {
             Authenticator::Jwt(a) => a.name(),
             Authenticator::Basic(a) => a.name(),
+            Authenticator::ClientCert(a) => a.name(),
         }
     }
 
@@ -133,6 +156,7 @@ impl Authenticator {
                     .await
             }
             Authenticator::Basic(a) => a.check(credentials.authorization, credentials.client).await,
+            Authenticator::ClientCert(a) => a.check(credentials.client_certificate),
         }
     }
 
@@ -141,6 +165,7 @@ impl Authenticator {
         match self {
             Authenticator::Jwt(a) => a.owned_headers().map(str::to_string).collect(),
             Authenticator::Basic(_) => Vec::new(),
+            Authenticator::ClientCert(a) => a.owned_headers().map(str::to_string).collect(),
         }
     }
 }
@@ -160,6 +185,14 @@ pub fn build(
         AuthKind::Basic(settings) => {
             build_basic(config, settings, diags).map(|a| Authenticator::Basic(Box::new(a)))
         }
+        AuthKind::ClientCert(settings) => Some(Authenticator::ClientCert(Box::new(
+            client_cert::ClientCertAuthenticator::new(client_cert::ClientCertSpec {
+                name: config.name.clone(),
+                subjects: settings.subjects.clone(),
+                sans: settings.sans.clone(),
+                claims_to_headers: settings.claims_to_headers.clone(),
+            }),
+        ))),
     }
 }
 
@@ -387,6 +420,7 @@ impl std::fmt::Debug for Authenticator {
         let kind = match self {
             Authenticator::Jwt(_) => "jwt",
             Authenticator::Basic(_) => "basic",
+            Authenticator::ClientCert(_) => "client_cert",
         };
         write!(f, "Authenticator({kind} {:?})", self.name())
     }

@@ -15,6 +15,64 @@ pub fn cross_check(config: &Config, refused: &Refused, main: &Origin, diags: &mu
     listeners(config, main, diags);
     certificates(config, diags);
     routes(config, refused, diags);
+    client_certificates(config, diags);
+}
+
+/// Client certificates exist only where `[tls] client_ca` asks for them, and
+/// only on TLS listeners: a client_cert authenticator or `forward_client_cert`
+/// anywhere else could never see one.
+fn client_certificates(config: &Config, diags: &mut Diagnostics) {
+    let add_ca = "add client_ca = \"certs/clients-ca.pem\" under [tls]: the PEM file of the CA that signs your client certificates";
+    let is_client_cert = |name: &str| {
+        config
+            .authenticator(name)
+            .is_some_and(|a| matches!(a.kind, AuthKind::ClientCert(_)))
+    };
+    if config.tls.client_ca.is_none() {
+        for a in config.auth.iter().filter(|a| is_client_cert(&a.name)) {
+            diags.error_with_help(
+                &a.origin,
+                format!("[auth.{}] checks client certificates, but [tls] has no `client_ca`, so no client is ever asked for one", a.name),
+                add_ca,
+            );
+        }
+    }
+    for route in &config.routes {
+        if route.forward_client_cert && config.tls.client_ca.is_none() {
+            diags.error_with_help(
+                &route.origin,
+                format!("route {:?} sets forward_client_cert, but [tls] has no `client_ca`, so no client is ever asked for a certificate", route.name),
+                add_ca,
+            );
+        }
+        // `iter` over the route's authenticator names, however many it has.
+        let Some(authenticator) = route.auth.iter().find(|a| is_client_cert(a)) else {
+            continue;
+        };
+        let plain = config.listeners.iter().find(|l| {
+            l.kind == ListenerKind::Plain
+                && route
+                    .listeners
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&l.name))
+        });
+        if let Some(listener) = plain {
+            let tls: Vec<String> = config
+                .listeners
+                .iter()
+                .filter(|l| l.kind == ListenerKind::Tls)
+                .map(|l| format!("{:?}", l.name))
+                .collect();
+            diags.error_with_help(
+                &route.origin,
+                format!(
+                    "route {:?} uses client certificate authenticator {authenticator:?} but is served on plain listener {:?}, where no certificate can be presented",
+                    route.name, listener.name
+                ),
+                format!("add listeners = [{}] to serve the route on TLS listeners only", tls.join(", ")),
+            );
+        }
+    }
 }
 
 fn listeners(config: &Config, main: &Origin, diags: &mut Diagnostics) {
@@ -234,6 +292,59 @@ fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
         wild.ip().is_unspecified() && (wild.is_ipv6() || other.is_ipv4())
     };
     covers(a, b) || covers(b, a)
+}
+
+#[cfg(test)]
+mod client_cert_tests {
+    use crate::testing::*;
+
+    const ADMINS: &str = "[auth.admins]\ntype = \"client_cert\"\n";
+
+    fn tls_config(extra: &str) -> String {
+        format!("{extra}\n[[tls.certificates]]\nserver_names = [\"localhost\"]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n{TLS_LISTENER}{PLAIN}")
+    }
+
+    #[test]
+    fn client_certificates_need_a_client_ca_and_a_tls_listener() {
+        const FILES: &[&str] = &["cert.pem", "key.pem", "ca.pem"];
+        run_cases(vec![
+            case(
+                "client_cert authenticator without client_ca",
+                tls_config(ADMINS),
+                "|[auth.admins]",
+                "[auth.admins] checks client certificates, but [tls] has no `client_ca`",
+                Some("add client_ca = \"certs/clients-ca.pem\" under [tls]"),
+            )
+            .with_files(FILES),
+            case(
+                "forward_client_cert without client_ca",
+                tls_config("[[routes]]\nname = \"kc\"\nupstream = \"data\"\nforward_client_cert = true\nlisteners = [\"https\"]\n"),
+                "|[[routes]]",
+                "route \"kc\" sets forward_client_cert, but [tls] has no `client_ca`",
+                Some("client_ca"),
+            )
+            .with_files(FILES),
+            case(
+                "client_cert route served on a plain listener",
+                tls_config(&format!("[tls]\nclient_ca = \"ca.pem\"\n\n{ADMINS}\n[[routes]]\nname = \"admin\"\nupstream = \"data\"\nauth = \"admins\"\n")),
+                "|[[routes]]",
+                "route \"admin\" uses client certificate authenticator \"admins\" but is served on plain listener \"web\"",
+                Some("add listeners = [\"https\"]"),
+            )
+            .with_files(FILES),
+        ]);
+    }
+
+    #[test]
+    fn a_client_cert_route_on_tls_listeners_loads() {
+        let dir = Dir::new();
+        for file in ["cert.pem", "key.pem", "ca.pem"] {
+            dir.write(file, "x");
+        }
+        let text = tls_config(&format!("[tls]\nclient_ca = \"ca.pem\"\n\n{ADMINS}\n[[routes]]\nname = \"admin\"\nupstream = \"data\"\nauth = \"admins\"\nforward_client_cert = true\nlisteners = [\"https\"]\n"));
+        let config = accepted(dir.load(&text, &[]), "client_cert on TLS").config;
+        assert!(config.routes[0].forward_client_cert);
+    }
 }
 
 #[cfg(test)]

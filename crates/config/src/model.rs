@@ -220,6 +220,18 @@ pub struct Tls {
     /// `hsts`: the Strict-Transport-Security value sent on every response of
     /// a TLS listener; None (`hsts = ""`): not sent.
     pub hsts: Option<HeaderValue>,
+    /// `client_ca`: a PEM file of the CA(s) client certificates are verified
+    /// against; with it, TLS listeners ask for (never require) a certificate.
+    pub client_ca: Option<ClientCa>,
+}
+
+/// `[tls] client_ca`, and where it was written (for file errors at load).
+#[derive(Debug, Clone)]
+pub struct ClientCa {
+    /// The PEM file.
+    pub path: PathBuf,
+    /// Where `client_ca` was written.
+    pub origin: Origin,
 }
 
 /// One `[[tls.certificates]]` entry.
@@ -385,6 +397,9 @@ pub struct Route {
     pub deny: bool,
     /// A key of `[auth]`.
     pub auth: Option<String>,
+    /// `forward_client_cert`: the verified client certificate goes upstream
+    /// as RFC 9440 `Client-Cert` / `Client-Cert-Chain`.
+    pub forward_client_cert: bool,
     /// Overrides `[gateway] max_body_size` for this route.
     pub max_body_size: Option<u64>,
     /// `response_headers`: set on every response, replacing any value the
@@ -416,6 +431,21 @@ pub enum AuthKind {
     Jwt(JwtSettings),
     /// `type = "basic"`.
     Basic(BasicSettings),
+    /// `type = "client_cert"`.
+    ClientCert(ClientCertSettings),
+}
+
+/// The settings of a `type = "client_cert"` authenticator: which verified
+/// client certificates pass. Both empty: any certificate `client_ca` verified.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCertSettings {
+    /// Exact subject DNs, as RFC 4514 strings ("CN=ops-admin,O=Example").
+    pub subjects: Vec<String>,
+    /// Subject alternative names (DNS, email or URI); any one matching passes.
+    pub sans: Vec<String>,
+    /// (field, lower-case header) pairs set on the forwarded request; the
+    /// field is `subject`.
+    pub claims_to_headers: Vec<(String, String)>,
 }
 
 /// Where a JWT authenticator gets its verification keys.

@@ -117,6 +117,7 @@ fn plain(peer: &str) -> Connection<'static> {
         peer: Some(peer.parse().unwrap()),
         local_port: 8080,
         certificate: None,
+        client_certificate: None,
     }
 }
 

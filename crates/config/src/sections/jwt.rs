@@ -219,7 +219,7 @@ impl Reader<'_> {
     }
 
     /// (claim, lower-case header) pairs; headers that cannot carry a claim are refused.
-    fn claims_to_headers(&mut self, table: &Table) -> Vec<(String, String)> {
+    pub(super) fn claims_to_headers(&mut self, table: &Table) -> Vec<(String, String)> {
         let mut pairs = Vec::new();
         for (claim, node) in &table.entries {
             let Value::String(header) = &node.value else {

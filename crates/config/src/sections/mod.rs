@@ -15,6 +15,7 @@ use crate::model::{Config, Route};
 use crate::tree::Table;
 
 pub mod auth;
+pub mod client_cert;
 pub mod gateway;
 mod headers;
 mod jwt;

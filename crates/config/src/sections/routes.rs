@@ -24,6 +24,7 @@ pub const ROUTE_KEYS: &[&str] = &[
     "allow_encoded_percent",
     "response_headers",
     "remove_response_headers",
+    "forward_client_cert",
 ];
 
 impl Reader<'_> {
@@ -54,6 +55,9 @@ impl Reader<'_> {
             .table("response_headers", self.diags)
             .map(|(table, _)| self.response_headers(table))
             .unwrap_or_default();
+        let forward_client_cert = f
+            .boolean("forward_client_cert", self.diags)
+            .is_some_and(|(forward, _)| forward);
         let remove_response_headers = f
             .strings("remove_response_headers", self.diags)
             .map(|(names, _)| self.remove_response_headers(&names))
@@ -143,6 +147,7 @@ impl Reader<'_> {
             response_headers,
             remove_response_headers,
             auth: auth.map(|(a, _)| a.to_string()),
+            forward_client_cert,
             listeners,
             origin: origin.clone(),
         })

@@ -9,7 +9,13 @@ use crate::fields::{as_table, Fields};
 use crate::model::*;
 use crate::tree::{Node, Table};
 
-pub const TLS_KEYS: &[&str] = &["min_version", "strict_sni", "hsts", "certificates"];
+pub const TLS_KEYS: &[&str] = &[
+    "min_version",
+    "strict_sni",
+    "hsts",
+    "client_ca",
+    "certificates",
+];
 pub const CERTIFICATE_KEYS: &[&str] = &[
     "server_names",
     "cert",
@@ -26,6 +32,7 @@ impl Reader<'_> {
             strict_sni: false,
             certificates: Vec::new(),
             hsts: Some(http::HeaderValue::from_static(DEFAULT_HSTS)),
+            client_ca: None,
         };
         let Some(table) = as_table(node, "[tls]", self.diags) else {
             return tls;
@@ -47,6 +54,15 @@ impl Reader<'_> {
         }
         if let Some((value, origin)) = f.string("hsts", self.diags) {
             tls.hsts = self.hsts(value, origin);
+        }
+        if let Some((written, origin)) = f.string("client_ca", self.diags) {
+            // What is in the file is checked when it is loaded (postern check).
+            tls.client_ca = self
+                .existing_file(written, origin, "client_ca")
+                .map(|path| ClientCa {
+                    path,
+                    origin: origin.clone(),
+                });
         }
         let certs = f.tables("certificates", self.diags);
         f.finish(self.diags);
@@ -176,12 +192,28 @@ mod tests {
     }
 
     #[test]
+    fn client_ca_is_read_relative_to_the_config() {
+        let dir = Dir::new();
+        dir.write("clients-ca.pem", "x");
+        let text = plain("[tls]\nclient_ca = \"clients-ca.pem\"\n");
+        let tls = accepted(dir.load(&text, &[]), "client_ca").config.tls;
+        assert_eq!(
+            tls.client_ca.map(|ca| ca.path),
+            Some(dir.path().join("clients-ca.pem"))
+        );
+    }
+
+    #[test]
     fn defaults_apply_without_a_tls_section() {
         let dir = Dir::new();
         let tls = accepted(dir.load(&plain(""), &[]), "no [tls]").config.tls;
         assert_eq!(tls.min_version, DEFAULT_TLS_MIN_VERSION);
         assert!(!tls.strict_sni);
         assert!(tls.certificates.is_empty());
+        assert!(
+            tls.client_ca.is_none(),
+            "no client certificates are asked for"
+        );
     }
 
     #[test]
@@ -193,6 +225,13 @@ mod tests {
                 "min_version = |\"1.1\"",
                 "`min_version` = \"1.1\" is not supported",
                 Some("use \"1.2\" or \"1.3\""),
+            ),
+            case(
+                "client_ca missing",
+                plain("[tls]\nclient_ca = \"clients-ca.pem\"\n"),
+                "client_ca = |\"clients-ca.pem\"",
+                "`client_ca` = \"clients-ca.pem\": cannot read",
+                Some("relative paths are taken from the directory of the main config file"),
             ),
             case(
                 "strict_sni = \"yes\"",
