@@ -20,6 +20,7 @@ mod proxy;
 mod reload;
 mod renewal;
 mod reply;
+mod request_buffer;
 mod response;
 mod response_headers;
 mod server;
