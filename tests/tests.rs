@@ -14,6 +14,7 @@ mod check;
 mod demo;
 mod deploy;
 mod docs;
+mod error_shape;
 mod faults;
 mod forwarding;
 mod http2;

@@ -16,6 +16,7 @@ mod forwarding;
 mod health;
 mod logging;
 mod metrics;
+mod pingora_answers;
 mod proxy;
 mod reload;
 mod renewal;

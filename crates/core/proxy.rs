@@ -436,6 +436,10 @@ impl Gateway {
         refusal: Refusal,
     ) -> Result<()> {
         ctx.refusal = Some(refusal.reason.into());
+        if session.req_header().method == http::Method::CONNECT {
+            // The client may already be sending what it meant to tunnel.
+            session.set_keepalive(None);
+        }
         // Refused before the forwarding chain was read: the peer.
         let client = ctx.seen.client.or_else(|| {
             session
