@@ -24,6 +24,11 @@
 //! [`ClientStream::wait_for_request`] lets `connections` wait for an HTTP/1
 //! request's first byte before Pingora builds a session for it, so an idle
 //! keep-alive connection holds no request state (see `connections`).
+//!
+//! While a head is being read no hook has seen the request, so whatever is
+//! written then is an answer Pingora made itself; on HTTP/1 connections
+//! [`ClientStream::reshape_pingora_answers`] has those replaced by the
+//! gateway's JSON answer (see `pingora_answers`).
 
 use std::future::Future;
 use std::io;
@@ -33,6 +38,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use http::HeaderValue;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::{
@@ -42,6 +48,8 @@ use pingora::protocols::{
 use postern_config::ClientTimeouts;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use crate::pingora_answers;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const H2_PREFACE_LEN: u64 = 24;
@@ -91,6 +99,12 @@ impl HeadClock {
         };
     }
 
+    /// No hook has seen the current request yet: its head is awaited or
+    /// being read.
+    fn reading_head(&self) -> bool {
+        matches!(*self.lock(), Phase::Idle { .. } | Phase::Head { .. })
+    }
+
     fn deadline(&self) -> Option<Instant> {
         match *self.lock() {
             Phase::Idle { until, .. } | Phase::Head { until } | Phase::Preface { until, .. } => {
@@ -132,6 +146,34 @@ pub struct ClientStream {
     /// The first byte of a request, read by `wait_for_request` and handed
     /// out again by the next read.
     first_byte: Option<u8>,
+    /// HTTP/1 only: Pingora's own answers are replaced.
+    reshaping: Option<Reshaping>,
+}
+
+/// Replacing an answer Pingora wrote before any hook ran.
+#[derive(Debug)]
+struct Reshaping {
+    /// Strict-Transport-Security for the replacement, on a TLS listener.
+    hsts: Option<HeaderValue>,
+    /// The replacement and how much of it is written; once set, whatever
+    /// Pingora writes after it (the connection then closes) is dropped.
+    sending: Option<(Vec<u8>, usize)>,
+}
+
+/// Writes what is left of `pending` to `inner`.
+fn drain(
+    inner: &mut Stream,
+    pending: &mut (Vec<u8>, usize),
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while pending.1 < pending.0.len() {
+        let n = std::task::ready!(Pin::new(&mut *inner).poll_write(cx, &pending.0[pending.1..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        pending.1 += n;
+    }
+    Poll::Ready(Ok(()))
 }
 
 impl ClientStream {
@@ -151,7 +193,22 @@ impl ClientStream {
             clock: Arc::new(HeadClock::new(phase)),
             timer: Box::pin(tokio::time::sleep_until(until)),
             first_byte: None,
+            reshaping: None,
         })
+    }
+
+    /// Replaces the answers Pingora writes before any hook runs with the
+    /// gateway's JSON answer, carrying `hsts` if given. HTTP/1 only: on
+    /// HTTP/2 the bytes are frames.
+    pub fn reshape_pingora_answers(&mut self, hsts: Option<HeaderValue>) {
+        self.reshaping = Some(Reshaping {
+            hsts,
+            sending: None,
+        });
+    }
+
+    fn replacing(&self) -> bool {
+        self.reshaping.as_ref().is_some_and(|r| r.sending.is_some())
     }
 
     /// Waits, under the connection's deadline, until the client sends the
@@ -221,15 +278,41 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if let Some(reshaping) = this.reshaping.as_mut() {
+            if reshaping.sending.is_none() && this.clock.reading_head() {
+                if let Some((kind, wire)) = pingora_answers::reshape(buf, reshaping.hsts.as_ref()) {
+                    log::info!(
+                        target: "postern::policy",
+                        "refused {} {}: the request head was refused while parsing it",
+                        kind.status(),
+                        kind.name(),
+                    );
+                    reshaping.sending = Some((wire, 0));
+                }
+            }
+            if let Some(pending) = reshaping.sending.as_mut() {
+                std::task::ready!(drain(&mut this.inner, pending, cx))?;
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        if let Some(pending) = this.reshaping.as_mut().and_then(|r| r.sending.as_mut()) {
+            std::task::ready!(drain(&mut this.inner, pending, cx))?;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if let Some(pending) = this.reshaping.as_mut().and_then(|r| r.sending.as_mut()) {
+            std::task::ready!(drain(&mut this.inner, pending, cx))?;
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -237,6 +320,14 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.reshaping.is_some() && (self.replacing() || self.clock.reading_head()) {
+            // One piece at a time, so a head is seen whole by poll_write.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return self.poll_write(cx, first);
+        }
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
@@ -248,6 +339,12 @@ impl AsyncWrite for ClientStream {
 #[async_trait]
 impl Shutdown for ClientStream {
     async fn shutdown(&mut self) {
+        if let Some(pending) = self.reshaping.as_mut().and_then(|r| r.sending.as_mut()) {
+            let inner = &mut self.inner;
+            let sent = std::future::poll_fn(|cx| drain(inner, pending, cx));
+            // A client that does not read gets no more of it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), sent).await;
+        }
         self.inner.shutdown().await
     }
 }

@@ -71,6 +71,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
         // What a request leaves for the next one on the connection; Pingora's
         // proxy always hands it back with a reusable stream.
         let mut carried: Option<HttpPersistentSettings> = None;
+        let hsts = client
+            .get_ssl_digest()
+            .and_then(|_| self.snapshot.load().config.tls.hsts.clone());
+        client.reshape_pingora_answers(hsts);
         loop {
             if !next_request_started(&mut client, shutdown).await {
                 return None;

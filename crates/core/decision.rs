@@ -5,6 +5,7 @@
 //!
 //! The checks, in the order the spec gives ("Request semantics"):
 //!
+//! 0. CONNECT: 405, as no tunnel is ever opened;
 //! 1. limits: a request target over 8 KB is 414, a head over
 //!    `max_header_size` is 431;
 //! 2. the canonical path, or 400;
@@ -154,6 +155,15 @@ fn check(
         route: seen_route,
         client: seen_client,
     } = seen;
+    // Postern opens no tunnels. Pingora would refuse CONNECT itself, before
+    // any hook and with a bare 405; it lets it through (`server.rs`) so the
+    // refusal is answered here like any other.
+    if req.method == http::Method::CONNECT {
+        return Err(Refusal::new(
+            ErrorKind::MethodNotAllowed,
+            "CONNECT is not proxied",
+        ));
+    }
     let raw_target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     // Limits first: nothing else should spend time on an oversized request.
     check_limits(req, raw_target, snapshot.config.gateway.max_header_size)?;
@@ -364,7 +374,7 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 }
 
 /// The Content-Length a request declares, if it is one number.
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(CONTENT_LENGTH)?
         .to_str()

@@ -4,12 +4,15 @@
 //! writes itself are in `reply.rs`.
 //!
 //! request_filter: decide (refuse / redirect / serve / forward), then
-//!   authenticate, then the upstream's health; anything but a forward is
-//!   answered here and never reaches an upstream.
-//! request_body_filter: max_body_size for bodies that declare no length.
+//!   authenticate, then the upstream's health, then read the body up to
+//!   request_buffer; anything but a forward is answered here and never
+//!   reaches an upstream.
+//! request_body_filter: the body read ahead goes first; max_body_size for
+//!   bodies that declare no length.
 //! upstream_peer: the upstream's prebuilt peer.
 //! fail_to_connect / connected_to_upstream: passive health, one retry.
-//! upstream_request_filter: canonical target and forwarding headers.
+//! upstream_request_filter: canonical target and forwarding headers; a body
+//!   read whole goes with a Content-Length.
 //! response_filter: X-Request-Id.
 //! fail_to_proxy: the JSON 502 / 504 (or 400 / 413).
 //! logging: metrics and the access log, for every request.
@@ -41,6 +44,7 @@ use crate::forwarding::{self, X_REQUEST_ID};
 use crate::metrics::{metrics, RouteMetrics, UpstreamError};
 use crate::reload::Reloader;
 use crate::reply;
+use crate::request_buffer::{self, PreRead};
 use crate::response::ErrorKind;
 use crate::response_headers::ResponseEdits;
 use crate::snapshot::Snapshot;
@@ -70,8 +74,10 @@ pub struct RequestCtx {
     refusal: Option<Cow<'static, str>>,
     /// Connection attempts retried after a connect failure.
     retries: u32,
-    /// Request body bytes seen so far, for max_body_size.
+    /// Request body bytes sent on this upstream attempt, for max_body_size.
     body_bytes: u64,
+    /// The body read before the upstream was contacted (request_buffer).
+    pre_read: PreRead,
 }
 
 #[async_trait]
@@ -89,6 +95,7 @@ impl ProxyHttp for Gateway {
             refusal: None,
             retries: 0,
             body_bytes: 0,
+            pre_read: PreRead::default(),
         }
     }
 
@@ -146,6 +153,7 @@ impl ProxyHttp for Gateway {
                     return Ok(true);
                 }
                 ctx.forward = Some(forward);
+                self.read_ahead(session, ctx).await?;
                 return Ok(false);
             }
         }
@@ -160,6 +168,7 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.pre_read.replay_into(body);
         let limit = ctx.seen.route.as_ref().and_then(|r| r.max_body_size);
         if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
@@ -228,6 +237,17 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Every attempt sends the body from its start.
+        ctx.body_bytes = 0;
+        ctx.pre_read.new_attempt();
+        if let Some(length) = ctx.pre_read.whole_length() {
+            upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, length.to_string())?;
+        }
+        if ctx.pre_read.started() {
+            // Answered by the gateway: the upstream gets the body at once.
+            upstream_request.remove_header(&http::header::EXPECT);
+        }
         let forward = ctx.forward.as_ref().ok_or_else(not_forwarding)?;
         let client = ctx.seen.client.unwrap_or(forward.peer);
         let identity_headers = ctx
@@ -337,6 +357,30 @@ impl Gateway {
         }
     }
 
+    /// Reads the body up to the route's request_buffer before the upstream
+    /// is contacted (see `request_buffer`).
+    async fn read_ahead(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let (Some(route), Some(snapshot)) = (ctx.seen.route.as_ref(), ctx.snapshot.as_ref()) else {
+            return Err(not_forwarding());
+        };
+        let headers = &session.req_header().headers;
+        // With Transfer-Encoding a Content-Length does not count.
+        let declared = if headers.contains_key(http::header::TRANSFER_ENCODING) {
+            None
+        } else {
+            crate::decision::declared_length(headers)
+        };
+        ctx.pre_read = request_buffer::read_ahead(
+            session,
+            declared,
+            route.request_buffer,
+            route.max_body_size,
+            snapshot.config.gateway.client_timeouts.body,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Runs the route's authenticator; `false` when it refused (and the
     /// refusal was answered).
     async fn authenticate(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -395,6 +439,10 @@ impl Gateway {
         refusal: Refusal,
     ) -> Result<()> {
         ctx.refusal = Some(refusal.reason.into());
+        if session.req_header().method == http::Method::CONNECT {
+            // The client may already be sending what it meant to tunnel.
+            session.set_keepalive(None);
+        }
         // Refused before the forwarding chain was read: the peer.
         let client = ctx.seen.client.or_else(|| {
             session

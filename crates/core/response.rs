@@ -43,6 +43,27 @@ impl ErrorKind {
         }
     }
 
+    /// The kind answering with `status`; a status of no kind here is
+    /// answered as the nearest general one (400 or 502).
+    pub fn for_status(status: u16) -> ErrorKind {
+        match status {
+            401 => ErrorKind::Unauthorized,
+            403 => ErrorKind::Forbidden,
+            404 => ErrorKind::NotFound,
+            405 => ErrorKind::MethodNotAllowed,
+            408 => ErrorKind::RequestTimeout,
+            413 => ErrorKind::PayloadTooLarge,
+            414 => ErrorKind::UriTooLong,
+            421 => ErrorKind::Misdirected,
+            429 => ErrorKind::TooManyRequests,
+            431 => ErrorKind::HeadersTooLarge,
+            503 => ErrorKind::ServiceUnavailable,
+            504 => ErrorKind::GatewayTimeout,
+            500..=599 => ErrorKind::BadGateway,
+            _ => ErrorKind::BadRequest,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "bad_request",
@@ -126,5 +147,30 @@ mod tests {
         .unwrap();
         assert_eq!(body["reason"], "client certificate required");
         assert_eq!(body["status"], 401);
+    }
+
+    #[test]
+    fn every_kind_is_found_by_its_status() {
+        use ErrorKind::*;
+        for kind in [
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            RequestTimeout,
+            PayloadTooLarge,
+            UriTooLong,
+            Misdirected,
+            TooManyRequests,
+            HeadersTooLarge,
+            BadGateway,
+            ServiceUnavailable,
+            GatewayTimeout,
+        ] {
+            assert_eq!(ErrorKind::for_status(kind.status()), kind);
+        }
+        assert_eq!(ErrorKind::for_status(500), BadGateway);
+        assert_eq!(ErrorKind::for_status(418), BadRequest);
     }
 }

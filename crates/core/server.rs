@@ -119,6 +119,9 @@ pub fn run(snapshot: Snapshot, upgrade: bool) -> Result<std::convert::Infallible
         // connection; HTTP/1 ones are timed by `ClientConnections`.
         let mut options = HttpServerOptions::default();
         options.h2_idle_timeout = Some(client_timeouts.keepalive);
+        // Refused by `decide` with the usual JSON answer, not by Pingora with
+        // an empty 405 before any hook runs (pingora-proxy lib.rs:383).
+        options.allow_connect_method_proxying = true;
         proxy.server_options = Some(options);
         let connections = ClientConnections {
             inner: Arc::new(proxy),

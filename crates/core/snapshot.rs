@@ -62,6 +62,8 @@ pub struct RoutePlan {
     pub forward_client_cert: bool,
     /// Largest request body forwarded; None: unlimited.
     pub max_body_size: Option<u64>,
+    /// Bodies up to this are read whole before the upstream is contacted.
+    pub request_buffer: u64,
     /// `response_headers` and `remove_response_headers`.
     pub response_headers: RouteHeaders,
     pub metrics: RouteMetrics,
@@ -269,6 +271,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 auth: r.auth.as_ref().and_then(|a| authenticators.get(a).cloned()),
                 forward_client_cert: r.forward_client_cert,
                 max_body_size: r.max_body_size.or(config.gateway.max_body_size),
+                request_buffer: r.request_buffer.unwrap_or(config.gateway.request_buffer),
                 response_headers: RouteHeaders {
                     set: r.response_headers.clone(),
                     remove: r.remove_response_headers.clone(),

@@ -132,14 +132,25 @@ impl H2Conn {
         path: &str,
         headers: &[(&str, &str)],
     ) -> io::Result<H2Response> {
-        let stream = self.next_stream;
-        self.next_stream += 2;
-        let mut block = Self::header_block(&[
+        let pseudo = [
             (":method", "GET"),
             (":scheme", "https"),
             (":authority", authority),
             (":path", path),
-        ]);
+        ];
+        self.request(&pseudo, headers).await
+    }
+
+    /// Sends a body-less request with exactly these pseudo-headers (e.g. a
+    /// CONNECT, which has no `:path`) and headers, and reads the response.
+    pub async fn request(
+        &mut self,
+        pseudo: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> io::Result<H2Response> {
+        let stream = self.next_stream;
+        self.next_stream += 2;
+        let mut block = Self::header_block(pseudo);
         block.extend(Self::header_block(headers));
         tokio::time::timeout(REQUEST_TIMEOUT, async {
             self.send_frame(H2_HEADERS, H2_END_STREAM | H2_END_HEADERS, stream, &block)

@@ -63,6 +63,9 @@ pub struct Gateway {
     pub max_header_size: u64,
     /// Request body limit for routes that set none; None: unlimited.
     pub max_body_size: Option<u64>,
+    /// `request_buffer` for routes that set none: bodies up to this many
+    /// bytes are read whole before the upstream is contacted; 0 streams.
+    pub request_buffer: u64,
     /// Unix socket on which `postern run --upgrade` receives the listening
     /// sockets of the process it replaces.
     pub upgrade_socket: PathBuf,
@@ -100,6 +103,9 @@ impl Default for ClientTimeouts {
 pub const DEFAULT_THREADS: usize = 2;
 /// `[gateway] max_header_size`: request line plus headers.
 pub const DEFAULT_MAX_HEADER_SIZE: u64 = 32 * 1024;
+/// `[gateway] request_buffer`: like nginx's request buffering, so a slow
+/// or broken upload never holds an upstream worker.
+pub const DEFAULT_REQUEST_BUFFER: u64 = 64 * 1024;
 /// `[gateway] upgrade_socket`.
 pub const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/postern-upgrade.sock";
 /// `[gateway] client_header_timeout`.
@@ -402,6 +408,8 @@ pub struct Route {
     pub forward_client_cert: bool,
     /// Overrides `[gateway] max_body_size` for this route.
     pub max_body_size: Option<u64>,
+    /// Overrides `[gateway] request_buffer` for this route.
+    pub request_buffer: Option<u64>,
     /// `response_headers`: set on every response, replacing any value the
     /// upstream sent; in file order, names lower-cased and unique.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,

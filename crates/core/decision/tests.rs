@@ -100,6 +100,17 @@ fn hostless(target: &str) -> Parts {
     request.into_parts().0
 }
 
+/// A CONNECT to `authority`, with that Host.
+fn connect(authority: &str) -> Parts {
+    let request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(authority)
+        .header("host", authority)
+        .body(())
+        .unwrap();
+    request.into_parts().0
+}
+
 /// A GET for `app.test`.
 fn get(target: &str) -> Parts {
     request(target, b"app.test")
@@ -158,6 +169,13 @@ fn every_refusal() {
         ..plain(CLIENT)
     };
     let cases: Vec<(&str, Parts, Connection, u16, &str)> = vec![
+        (
+            "405 CONNECT, before anything else",
+            with(connect("app.test:443"), "x-big", &big_header),
+            plain(CLIENT),
+            405,
+            "CONNECT is not proxied",
+        ),
         (
             "414",
             get(&long_target),

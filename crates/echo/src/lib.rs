@@ -21,18 +21,24 @@
 //! the request's echo JSON as the first text message and echoes every text
 //! and binary message after it.
 
+mod arrivals;
+mod background;
+
+pub use arrivals::BodyTimes;
+pub use background::{spawn_background, spawn_background_with};
+
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -77,6 +83,7 @@ struct Shared {
     requests: AtomicU64,
     last: Mutex<Option<Value>>,
     responder: Option<Responder>,
+    arrivals: arrivals::Arrivals,
 }
 
 impl Shared {
@@ -116,6 +123,7 @@ impl EchoServer {
             requests: AtomicU64::new(0),
             last: Mutex::new(None),
             responder,
+            arrivals: arrivals::Arrivals::default(),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(());
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
@@ -142,6 +150,28 @@ impl EchoServer {
     pub fn last_request(&self) -> Option<Value> {
         self.shared.last().clone()
     }
+
+    /// When each TCP connection was accepted, in order: a gateway that
+    /// answers a request itself opens none.
+    pub fn connections_accepted(&self) -> Vec<Instant> {
+        self.shared.arrivals.accepted()
+    }
+
+    /// Request body bytes received so far over all requests, counted as
+    /// they arrive (before the request is answered).
+    pub fn body_bytes_received(&self) -> u64 {
+        self.shared.arrivals.body_bytes()
+    }
+
+    /// The most recent complete request body, as received.
+    pub fn last_body(&self) -> Bytes {
+        self.shared.arrivals.last_body()
+    }
+
+    /// When the most recent request's head and body arrived.
+    pub fn last_body_times(&self) -> BodyTimes {
+        self.shared.arrivals.last()
+    }
 }
 
 impl Drop for EchoServer {
@@ -150,70 +180,11 @@ impl Drop for EchoServer {
     }
 }
 
-/// Runs echo servers on the given (addr, name) pairs on a dedicated
-/// background thread with its own tokio runtime, for callers that are not
-/// async (the demo). Returns once all are bound, with their addresses, or
-/// the first bind error.
-///
-/// The servers run for the rest of the process.
-pub fn spawn_background(backends: Vec<(SocketAddr, String)>) -> io::Result<Vec<SocketAddr>> {
-    spawn_background_with(
-        backends
-            .into_iter()
-            .map(|(addr, name)| (addr, name, None))
-            .collect(),
-    )
-}
-
-/// As [`spawn_background`], each backend with an optional [`Responder`].
-pub fn spawn_background_with(
-    backends: Vec<(SocketAddr, String, Option<Responder>)>,
-) -> io::Result<Vec<SocketAddr>> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("postern-echo".to_owned())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let mut servers = Vec::with_capacity(backends.len());
-                for (addr, name, responder) in backends {
-                    match EchoServer::start_with(addr, &name, responder).await {
-                        Ok(server) => servers.push(server),
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-                let addrs = servers.iter().map(EchoServer::local_addr).collect();
-                if ready_tx.send(Ok(addrs)).is_err() {
-                    return;
-                }
-                // The servers live in this future; parking here keeps them
-                // (and the runtime driving them) alive for good.
-                std::future::pending::<()>().await;
-            });
-        })?;
-    ready_rx.recv().unwrap_or_else(|_| {
-        Err(io::Error::other(
-            "echo backend thread exited before binding its listeners",
-        ))
-    })
-}
-
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<()>) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
+                shared.arrivals.connection_accepted();
                 tokio::spawn(serve_connection(
                     stream,
                     remote,
@@ -345,7 +316,7 @@ enum BodyOutcome {
     Broken,
 }
 
-async fn read_body(body: Incoming, headers: &HeaderMap) -> BodyOutcome {
+async fn read_body(body: Incoming, headers: &HeaderMap, shared: &Shared) -> BodyOutcome {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -354,11 +325,24 @@ async fn read_body(body: Incoming, headers: &HeaderMap) -> BodyOutcome {
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return BodyOutcome::TooLarge;
     }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => BodyOutcome::Read(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => BodyOutcome::TooLarge,
-        Err(_) => BodyOutcome::Broken,
+    let mut body = Limited::new(body, MAX_BODY_BYTES);
+    let mut received = Vec::new();
+    // Frame by frame, so the arrival of each piece is recorded.
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    shared.arrivals.body_piece(data.len());
+                    received.extend_from_slice(data);
+                }
+            }
+            Err(e) if e.is::<LengthLimitError>() => return BodyOutcome::TooLarge,
+            Err(_) => return BodyOutcome::Broken,
+        }
     }
+    let received = Bytes::from(received);
+    shared.arrivals.body_complete(&received);
+    BodyOutcome::Read(received)
 }
 
 async fn handle(
@@ -368,6 +352,7 @@ async fn handle(
     shutdown: watch::Receiver<()>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    shared.arrivals.request_head();
 
     let upgrade = if wants_websocket(&req) {
         Some(hyper::upgrade::on(&mut req))
@@ -375,7 +360,7 @@ async fn handle(
         None
     };
     let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers).await;
+    let body = read_body(body, &parts.headers, &shared).await;
 
     let mut echo = json!({
         "backend": shared.name,

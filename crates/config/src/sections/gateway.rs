@@ -15,6 +15,7 @@ pub const GATEWAY_KEYS: &[&str] = &[
     "access_log",
     "max_header_size",
     "max_body_size",
+    "request_buffer",
     "upgrade_socket",
     "client_header_timeout",
     "client_body_timeout",
@@ -29,6 +30,7 @@ impl Reader<'_> {
             access_log: AccessLog::Stdout,
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             max_body_size: None,
+            request_buffer: DEFAULT_REQUEST_BUFFER,
             upgrade_socket: PathBuf::from(DEFAULT_UPGRADE_SOCKET),
             client_timeouts: ClientTimeouts::default(),
         };
@@ -61,6 +63,9 @@ impl Reader<'_> {
             gateway.max_header_size = size;
         }
         gateway.max_body_size = f.size("max_body_size", self.diags);
+        if let Some(size) = f.size("request_buffer", self.diags) {
+            gateway.request_buffer = size;
+        }
         if let Some((log, at)) = f.string("access_log", self.diags) {
             gateway.access_log = match log {
                 "stdout" => AccessLog::Stdout,
@@ -121,6 +126,7 @@ mod tests {
         assert_eq!(gateway.threads, DEFAULT_THREADS);
         assert_eq!(gateway.max_header_size, DEFAULT_MAX_HEADER_SIZE);
         assert_eq!(gateway.max_body_size, None);
+        assert_eq!(gateway.request_buffer, 64 * 1024);
         assert_eq!(gateway.access_log, AccessLog::Stdout);
         assert_eq!(
             gateway.upgrade_socket,
@@ -134,7 +140,7 @@ mod tests {
     fn values_are_read_and_paths_taken_from_the_config_directory() {
         let dir = Dir::new();
         let text = plain(
-            "[gateway]\nthreads = 8\ntrusted_proxies = [\"10.0.0.0/8\"]\naccess_log = \"logs/access.log\"\nmax_header_size = \"64KB\"\nmax_body_size = \"1MB\"\nupgrade_socket = \"run/up.sock\"\nclient_header_timeout = \"5s\"\nclient_body_timeout = \"30s\"\nkeepalive_timeout = \"2m\"\n",
+            "[gateway]\nthreads = 8\ntrusted_proxies = [\"10.0.0.0/8\"]\naccess_log = \"logs/access.log\"\nmax_header_size = \"64KB\"\nmax_body_size = \"1MB\"\nrequest_buffer = \"0\"\nupgrade_socket = \"run/up.sock\"\nclient_header_timeout = \"5s\"\nclient_body_timeout = \"30s\"\nkeepalive_timeout = \"2m\"\n",
         );
         let gateway = accepted(dir.load(&text, &[]), "full [gateway]")
             .config
@@ -149,6 +155,7 @@ mod tests {
         );
         assert_eq!(gateway.max_header_size, 64 * 1024);
         assert_eq!(gateway.max_body_size, Some(1 << 20));
+        assert_eq!(gateway.request_buffer, 0);
         assert_eq!(gateway.upgrade_socket, dir.path().join("run/up.sock"));
         assert_eq!(
             gateway.client_timeouts,

@@ -21,6 +21,7 @@ pub const ROUTE_KEYS: &[&str] = &[
     "deny",
     "listeners",
     "max_body_size",
+    "request_buffer",
     "allow_encoded_percent",
     "response_headers",
     "remove_response_headers",
@@ -48,6 +49,7 @@ impl Reader<'_> {
         let deny = f.boolean("deny", self.diags).is_some_and(|(deny, _)| deny);
         let listeners = f.strings("listeners", self.diags);
         let max_body_size = f.size("max_body_size", self.diags);
+        let request_buffer = f.size("request_buffer", self.diags);
         let allow_encoded_percent = f
             .boolean("allow_encoded_percent", self.diags)
             .is_some_and(|(allow, _)| allow);
@@ -144,6 +146,7 @@ impl Reader<'_> {
             allow,
             deny,
             max_body_size,
+            request_buffer,
             response_headers,
             remove_response_headers,
             auth: auth.map(|(a, _)| a.to_string()),
@@ -218,7 +221,7 @@ mod tests {
     #[test]
     fn routes_are_read_with_their_defaults() {
         let dir = Dir::new();
-        let text = plain("[[routes]]\nname = \"api\"\nupstream = \"data\"\n\n[[routes]]\nname = \"local\"\nhost = \"*.example.com\"\npath_prefix = \"/realms/*/protocol\"\nstrip_prefix = true\nservice = \"metrics\"\nallow = [\"loopback\", \"10.0.0.0/8\"]\nlisteners = [\"web\"]\nmax_body_size = \"1MB\"\n\n[[routes]]\nname = \"closed\"\npath_prefix = \"/admin\"\ndeny = true\n");
+        let text = plain("[[routes]]\nname = \"api\"\nupstream = \"data\"\n\n[[routes]]\nname = \"local\"\nhost = \"*.example.com\"\npath_prefix = \"/realms/*/protocol\"\nstrip_prefix = true\nservice = \"metrics\"\nallow = [\"loopback\", \"10.0.0.0/8\"]\nlisteners = [\"web\"]\nmax_body_size = \"1MB\"\nrequest_buffer = \"1MB\"\n\n[[routes]]\nname = \"closed\"\npath_prefix = \"/admin\"\ndeny = true\n");
         let routes = accepted(dir.load(&text, &[]), "three routes").config.routes;
         let api = &routes[0];
         assert_eq!(api.path_prefix, DEFAULT_PATH_PREFIX);
@@ -226,6 +229,7 @@ mod tests {
         assert!(api.host.is_none() && api.allow.is_none() && api.listeners.is_none());
         assert!(!api.strip_prefix && !api.deny);
         assert_eq!(api.max_body_size, None);
+        assert_eq!(api.request_buffer, None);
         assert_eq!(
             api.origin.to_string(),
             dir.origin("gateway.toml", &text, "[[routes]]\nname = \"api\"")
@@ -242,6 +246,7 @@ mod tests {
             .contains("127.0.0.1".parse().unwrap()));
         assert_eq!(local.listeners, Some(vec!["web".to_string()]));
         assert_eq!(local.max_body_size, Some(1 << 20));
+        assert_eq!(local.request_buffer, Some(1 << 20));
         assert_eq!(routes[2].target, RouteTarget::Nothing);
         assert!(routes[2].deny);
     }
