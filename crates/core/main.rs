@@ -17,6 +17,7 @@ mod health;
 mod logging;
 mod metrics;
 mod proxy;
+mod rate_limit;
 mod reload;
 mod renewal;
 mod reply;

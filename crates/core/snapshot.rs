@@ -16,6 +16,7 @@ use postern_policy::source::Allowlist;
 
 use crate::health::{self, ActiveCheck, UpstreamHealth};
 use crate::metrics::{RouteMetrics, UpstreamMetrics};
+use crate::rate_limit::{self, RouteLimit};
 use crate::response_headers::RouteHeaders;
 use crate::tls::{self, CertificateTable};
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
@@ -55,6 +56,8 @@ pub struct RoutePlan {
     pub allow_encoded_percent: bool,
     pub allow: Option<Allowlist>,
     pub auth: Option<Arc<Authenticator>>,
+    /// `limit`: the route's `[limits]` entry, compiled.
+    pub limit: Option<Arc<RouteLimit>>,
     /// Largest request body forwarded; None: unlimited.
     pub max_body_size: Option<u64>,
     /// `response_headers` and `remove_response_headers`.
@@ -85,6 +88,8 @@ pub struct Snapshot {
     pub identity_headers: Vec<HeaderName>,
     /// By name, sorted.
     upstreams: Vec<Arc<UpstreamPlan>>,
+    /// `[gateway] shared_store`, one per process whatever the reloads.
+    pub shared_store: Option<Arc<postern_limits::SharedStore>>,
 }
 
 impl Snapshot {
@@ -214,6 +219,13 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         .collect();
     identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     identity_headers.dedup();
+    let shared_store = config.gateway.shared_store.as_ref().and_then(|url| {
+        rate_limit::shared_store(
+            url,
+            &postern_config::Origin::file_start(&config_file(&config)),
+            diags,
+        )
+    });
     if diags.has_errors() {
         return None;
     }
@@ -254,6 +266,11 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 allow_encoded_percent: r.allow_encoded_percent,
                 allow: r.allow.clone(),
                 auth: r.auth.as_ref().and_then(|a| authenticators.get(a).cloned()),
+                limit: r
+                    .limit
+                    .as_ref()
+                    .and_then(|l| config.limit(l))
+                    .map(|l| Arc::new(RouteLimit::new(&r.name, l, shared_store.as_ref()))),
                 max_body_size: r.max_body_size.or(config.gateway.max_body_size),
                 response_headers: RouteHeaders {
                     set: r.response_headers.clone(),
@@ -307,6 +324,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         https_port,
         identity_headers,
         upstreams: sorted(upstreams),
+        shared_store,
     })
 }
 
@@ -372,6 +390,10 @@ fn parse_ca(path: &std::path::Path, pem: &[u8]) -> Result<Arc<[WrappedX509]>, St
             Ok(WrappedX509::new(der.to_vec(), parse_x509))
         })
         .collect()
+}
+
+fn config_file(config: &Config) -> Arc<str> {
+    Arc::from(config.file.display().to_string())
 }
 
 fn sorted(upstreams: HashMap<String, Arc<UpstreamPlan>>) -> Vec<Arc<UpstreamPlan>> {
