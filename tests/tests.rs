@@ -22,6 +22,7 @@ mod limits;
 mod operations;
 mod path_bypass;
 mod presets;
+mod rate_limits;
 mod response_headers;
 mod routing;
 mod slow_clients;
