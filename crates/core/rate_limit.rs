@@ -271,7 +271,7 @@ pub fn store_health(store: &SharedStore) -> Value {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             "error": last_error,
-            "effect": "rate limits and basic-auth backoff are counted per instance until it answers",
+            "effect": "rate limits are counted per instance until it answers",
         }),
     }
 }

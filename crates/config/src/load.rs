@@ -12,6 +12,7 @@ use crate::layers::read_layers;
 use crate::model::Config;
 use crate::sections::auth::{BASIC_KEYS, JWT_KEYS};
 use crate::sections::gateway::GATEWAY_KEYS;
+use crate::sections::limits::LIMIT_KEYS;
 use crate::sections::listeners::LISTENER_KEYS;
 use crate::sections::routes::ROUTE_KEYS;
 use crate::sections::tls::{CERTIFICATE_KEYS, TLS_KEYS};
@@ -31,6 +32,7 @@ pub fn accepted_keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("[upstreams.NAME.health]", HEALTH_KEYS),
         ("[auth.NAME] type = \"jwt\"", JWT_KEYS),
         ("[auth.NAME] type = \"basic\"", BASIC_KEYS),
+        ("[limits.NAME]", LIMIT_KEYS),
         ("[[routes]]", ROUTE_KEYS),
     ]
 }
