@@ -92,6 +92,7 @@ mod tests {
                 "[upstreams.NAME.health]",
                 "[auth.NAME] type = \"jwt\"",
                 "[auth.NAME] type = \"basic\"",
+                "[limits.NAME]",
                 "[[routes]]",
             ]
         );
