@@ -25,6 +25,7 @@ mod operations;
 mod path_bypass;
 mod presets;
 mod request_buffering;
+mod rate_limits;
 mod response_headers;
 mod routing;
 mod slow_clients;

@@ -5,7 +5,7 @@
 #   benches/compare/run.sh --quick    # smoke run: 1 round, 3 s each, 1,000 idle connections
 #   RUNS=7 DURATION=20 IDLE_CONNS=10000 benches/compare/run.sh
 #   ONLY="open latency" benches/compare/run.sh   # just these scenarios
-#     (open h2 basic jwt handshake latency idle_memory)
+#     (open h2 basic jwt handshake latency idle_memory limited limited_latency)
 #
 # Then `python3 benches/compare/table.py benches/compare/results/latest.csv`
 # prints the medians, spreads and ratios against the targets (run.sh does it
@@ -47,6 +47,10 @@ UPSTREAM_PORT=18080
 NGINX_PORT=18443
 POSTERN_PORT=19443
 POSTERN_OPS=19180
+# A second postern whose limits are shared through a redis-server (limited_latency).
+SHARED_PORT=19643
+SHARED_OPS=19280
+REDIS_PORT=16379
 
 # --- tools ------------------------------------------------------------------
 need=()
@@ -55,6 +59,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v taskset >/dev/null || need+=(util-linux)
+command -v redis-server >/dev/null || need+=(redis-server)
 if ((${#need[@]})); then
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
   echo "compare: installing ${need[*]}" >&2
@@ -210,8 +215,35 @@ path_prefix = "/jwt"
 upstream = "backend"
 auth = "jwt"
 listeners = ["https"]
+
+[[routes]]
+name = "health"
+path_prefix = "/health"
+service = "health"
+listeners = ["ops"]
+
+# A limit the load never reaches: what checking one costs per request.
+[limits.never]
+rate = "1000000/s"
+burst = 1000000
+key = "client"
+
+[[routes]]
+name = "limited"
+path_prefix = "/limited"
+upstream = "backend"
+limit = "never"
+listeners = ["https"]
 EOF
 "$POSTERN" check -c "$work/gateway.toml" >/dev/null
+# The same gateway on other ports, its limits shared through Redis.
+sed -e "s/127.0.0.1:$POSTERN_PORT/127.0.0.1:$SHARED_PORT/" -e "s/127.0.0.1:$POSTERN_OPS/127.0.0.1:$SHARED_OPS/" \
+  -e "s|^\[gateway\]|[gateway]\nshared_store = \"redis://127.0.0.1:$REDIS_PORT/0\"\nupgrade_socket = \"$work/shared-upgrade.sock\"|" \
+  "$work/gateway.toml" >"$work/gateway-shared.toml"
+"$POSTERN" check -c "$work/gateway-shared.toml" >/dev/null
+taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  >"$work/redis.out" 2>&1 &
+pids+=("$!")
 start_postern() {
   RUST_LOG=warn taskset -c "$PROXY_CPU" "$POSTERN" run -c "$work/gateway.toml" \
     >>"$work/postern.out" 2>>"$work/postern.err" &
@@ -224,8 +256,14 @@ start_minimal() {
   minimal_pid=$!
   pids+=("$minimal_pid")
 }
+start_shared() {
+  RUST_LOG=warn taskset -c "$PROXY_CPU" "$POSTERN" run -c "$work/gateway-shared.toml" \
+    >>"$work/shared.out" 2>>"$work/shared.err" &
+  pids+=("$!")
+}
 start_postern
 start_minimal
+start_shared
 
 wait_port() {
   for _ in $(seq 1 200); do
@@ -235,7 +273,13 @@ wait_port() {
   echo "compare: nothing listening on port $1" >&2
   exit 1
 }
-for port in $UPSTREAM_PORT $NGINX_PORT $POSTERN_PORT $MINIMAL_PORT; do wait_port "$port"; done
+for port in $UPSTREAM_PORT $NGINX_PORT $POSTERN_PORT $MINIMAL_PORT $REDIS_PORT $SHARED_PORT; do wait_port "$port"; done
+# Measured only once its store answers: degraded, it would decide locally.
+for i in $(seq 1 100); do
+  curl -s "http://127.0.0.1:$SHARED_OPS/health" 2>/dev/null | grep -q '"shared_store":{"status":"up"' && break
+  [[ $i == 100 ]] && { echo "compare: the shared store did not come up" >&2; exit 1; }
+  sleep 0.1
+done
 
 # A freshly started proxy, so memory freed by earlier scenarios (which the
 # allocator keeps) does not hide what new connections cost.
@@ -258,12 +302,13 @@ url() { # target path
     postern) echo "https://localhost:$POSTERN_PORT$2" ;;
     nginx) echo "https://localhost:$NGINX_PORT$2" ;;
     pingora) echo "https://localhost:$MINIMAL_PORT$2" ;;
+    shared) echo "https://localhost:$SHARED_PORT$2" ;;
     direct) echo "http://127.0.0.1:$UPSTREAM_PORT$2" ;;
   esac
 }
 # Every target must answer 200 before anything is measured.
 for check in "postern /open" "nginx /open" "pingora /open" "direct /open" "postern /basic $BASIC" \
-  "nginx /basic $BASIC" "postern /jwt $BEARER"; do
+  "nginx /basic $BASIC" "postern /jwt $BEARER" "postern /limited" "shared /limited"; do
   read -r target path auth <<<"$check"
   code=$(curl -sk -o /dev/null -w '%{http_code}' ${auth:+-H "$auth"} "$(url "$target" "$path")")
   [[ $code == 200 ]] || { echo "compare: $target $path answered $code" >&2; exit 1; }
@@ -314,6 +359,17 @@ for run in $(seq 1 "$RUNS"); do
     record basic "$target" "$run" rps "$(wrk_rps "$(url "$target" /basic)" "$BASIC" 10)"
   done
   want jwt && record jwt postern "$run" rps "$(wrk_rps "$(url postern /jwt)" "$BEARER")"
+  # The same route behind a limit it never reaches, local and shared through Redis.
+  want limited && record limited postern "$run" rps "$(wrk_rps "$(url postern /limited)")"
+  want limited && record limited_shared postern "$run" rps "$(wrk_rps "$(url shared /limited)")"
+  want limited_latency && for case in "latency_open postern /open" "latency_limited postern /limited" \
+    "latency_shared shared /limited"; do
+    read -r scenario target path <<<"$case"
+    out=$(taskset -c "$LOAD_CPU" "$LATENCY" "$(url "$target" "$path")" "$RATE" "$DURATION" 10)
+    for p in p50_us p99_us; do
+      record "$scenario" postern "$run" "$p" "$(tr ' ' '\n' <<<"$out" | awk -F= -v k="$p" '$1 == k {print $2}')"
+    done
+  done
   # A new connection, and so a full TLS handshake, per request.
   want handshake && for target in postern nginx pingora; do
     record handshake "$target" "$run" rps \

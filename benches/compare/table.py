@@ -52,6 +52,11 @@ def main():
         ("latency p50 at fixed rate", "latency", "p50_us", "µs"),
         ("latency p99 at fixed rate", "latency", "p99_us", "µs"),
         ("memory per idle TLS connection", "idle_memory", "bytes_per_conn", "B"),
+        ("rate limit never reached", "limited", "rps", "req/s"),
+        ("rate limit never reached, shared (Redis)", "limited_shared", "rps", "req/s"),
+        ("latency p50, open route", "latency_open", "p50_us", "µs"),
+        ("latency p50, local limit", "latency_limited", "p50_us", "µs"),
+        ("latency p50, shared limit (Redis)", "latency_shared", "p50_us", "µs"),
     ]
     for label, scenario, metric, unit in rows:
         cells = [spread(scenario, t, metric, unit) for t in ("postern", "nginx", "pingora", "direct")]
@@ -94,6 +99,16 @@ def main():
     line("handshakes per second vs nginx",
          ratio(median("handshake", "postern", "rps"), median("handshake", "nginx", "rps")),
          ">= 1.0x", lambda r: r >= 1.0)
+    line("never-reached rate limit vs the open route",
+         ratio(median("limited", "postern", "rps"), median("open", "postern", "rps")),
+         ">= 0.97x", lambda r: r >= 0.97)
+
+    def over_open(scenario):
+        a, b = median(scenario, "postern", "p50_us"), median("latency_open", "postern", "p50_us")
+        return a - b if a is not None and b is not None else None
+
+    line("p50 added by a shared (Redis) limit (no target; for reference)",
+         over_open("latency_shared"), "—", lambda us: True, "{:.0f} µs")
     line("open route: the Pingora floor vs nginx (no target; for reference)",
          ratio(median("open", "pingora", "rps"), median("open", "nginx", "rps")),
          "—", lambda r: True)

@@ -19,6 +19,7 @@ mod logging;
 mod metrics;
 mod pingora_answers;
 mod proxy;
+mod rate_limit;
 mod reload;
 mod renewal;
 mod reply;

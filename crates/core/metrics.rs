@@ -22,6 +22,10 @@ pub struct Metrics {
     pub certificate_expiry: GaugeVec,
     pub upstream_healthy: IntGaugeVec,
     pub connections: IntGaugeVec,
+    /// Requests answered 429 by a `[limits]` limit, by route and limit.
+    pub rate_limited: IntCounterVec,
+    /// Failed calls to (and reconnections of) the shared store, synced at each scrape.
+    pub shared_store_errors: IntCounter,
     /// Requests refused before a route was chosen, labelled route="-".
     pub unrouted: RouteMetrics,
 }
@@ -95,6 +99,19 @@ fn build() -> Metrics {
         &["listener"],
     )
     .expect("valid metric");
+    let rate_limited = IntCounterVec::new(
+        Opts::new(
+            "postern_rate_limited_total",
+            "Requests refused with 429 by a rate limit, by route and limit.",
+        ),
+        &["route", "limit"],
+    )
+    .expect("valid metric");
+    let shared_store_errors = IntCounter::new(
+        "postern_shared_store_errors_total",
+        "Shared store (Redis) calls that failed or timed out, and failed reconnections; limits were decided per instance meanwhile.",
+    )
+    .expect("valid metric");
     for collector in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(request_duration.clone()),
@@ -104,6 +121,8 @@ fn build() -> Metrics {
         Box::new(certificate_expiry.clone()),
         Box::new(upstream_healthy.clone()),
         Box::new(connections.clone()),
+        Box::new(rate_limited.clone()),
+        Box::new(shared_store_errors.clone()),
         Box::new(prometheus::process_collector::ProcessCollector::for_self()),
     ] {
         registry.register(collector).expect("unique metric names");
@@ -122,6 +141,8 @@ fn build() -> Metrics {
         certificate_expiry,
         upstream_healthy,
         connections,
+        rate_limited,
+        shared_store_errors,
         unrouted: RouteMetrics::new("-"),
     }
 }
@@ -140,6 +161,14 @@ impl Metrics {
             log::warn!("cannot encode metrics: {e}");
         }
         (encoder.format_type().to_string(), out)
+    }
+
+    /// Brings `postern_shared_store_errors_total` up to the store's own count.
+    pub fn sync_shared_store_errors(&self, errors: u64) {
+        let counted = self.shared_store_errors.get();
+        if errors > counted {
+            self.shared_store_errors.inc_by(errors - counted);
+        }
     }
 
     /// Replaces the certificate expiry series with the served set.

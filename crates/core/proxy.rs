@@ -4,16 +4,16 @@
 //! writes itself are in `reply.rs`.
 //!
 //! request_filter: decide (refuse / redirect / serve / forward), then
-//!   authenticate, then the upstream's health, then read the body up to
-//!   request_buffer; anything but a forward is answered here and never
-//!   reaches an upstream.
+//!   admit (rate limit, authenticate, rate limit by claim), then the
+//!   upstream's health, then read the body up to request_buffer; anything
+//!   but a forward is answered here and never reaches an upstream.
 //! request_body_filter: the body read ahead goes first; max_body_size for
 //!   bodies that declare no length.
 //! upstream_peer: the upstream's prebuilt peer.
 //! fail_to_connect / connected_to_upstream: passive health, one retry.
 //! upstream_request_filter: canonical target and forwarding headers; a body
 //!   read whole goes with a Content-Length.
-//! response_filter: X-Request-Id.
+//! response_filter: X-Request-Id, RateLimit headers.
 //! fail_to_proxy: the JSON 502 / 504 (or 400 / 413).
 //! logging: metrics and the access log, for every request.
 
@@ -42,6 +42,7 @@ use crate::client_timeouts::ClientStream;
 use crate::decision::{decide, Connection, Decision, Forward, Refusal, Seen};
 use crate::forwarding::{self, X_REQUEST_ID};
 use crate::metrics::{metrics, RouteMetrics, UpstreamError};
+use crate::rate_limit::Stage;
 use crate::reload::Reloader;
 use crate::reply;
 use crate::request_buffer::{self, PreRead};
@@ -78,6 +79,8 @@ pub struct RequestCtx {
     body_bytes: u64,
     /// The body read before the upstream was contacted (request_buffer).
     pre_read: PreRead,
+    /// The route limit's decision, for the RateLimit headers of the response.
+    limit_decision: Option<postern_limits::Decision>,
 }
 
 #[async_trait]
@@ -96,6 +99,7 @@ impl ProxyHttp for Gateway {
             retries: 0,
             body_bytes: 0,
             pre_read: PreRead::default(),
+            limit_decision: None,
         }
     }
 
@@ -124,7 +128,7 @@ impl ProxyHttp for Gateway {
                 service,
                 relative_path,
             } => {
-                if self.authenticate(session, ctx).await? {
+                if self.admit(session, ctx).await? {
                     let route = ctx.seen.route.as_deref().map(|r| r.name.as_str());
                     let outcome = reply::serve_builtin(
                         session,
@@ -141,7 +145,7 @@ impl ProxyHttp for Gateway {
                 }
             }
             Decision::Forward(forward) => {
-                if !self.authenticate(session, ctx).await? {
+                if !self.admit(session, ctx).await? {
                     return Ok(true);
                 }
                 // A known-dead upstream gets a fast 503, not a connect timeout.
@@ -273,6 +277,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(X_REQUEST_ID.as_str(), ctx.request_id.clone())?;
+        if let (Some(limit), Some(decision)) = (
+            ctx.seen.route.as_ref().and_then(|r| r.limit.as_ref()),
+            &ctx.limit_decision,
+        ) {
+            limit.annotate(upstream_response, decision);
+        }
         self.edits(ctx).apply(upstream_response)
     }
 
@@ -379,6 +389,57 @@ impl Gateway {
         )
         .await?;
         Ok(())
+    }
+
+    /// The route's limit and authenticator, in the order that keeps a
+    /// flood cheap (rate_limit.rs); `false` when one refused (and answered).
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        Ok(self.limit(session, ctx, Stage::BeforeAuth).await?
+            && self.authenticate(session, ctx).await?
+            && self.limit(session, ctx, Stage::AfterAuth).await?)
+    }
+
+    /// The route's limit if it runs at `stage`; `false` when it refused
+    /// (with 429, its headers and the JSON body).
+    async fn limit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        stage: Stage,
+    ) -> Result<bool> {
+        let Some(limit) = ctx.seen.route.as_ref().and_then(|r| r.limit.clone()) else {
+            return Ok(true);
+        };
+        let client = ctx.seen.client.ok_or_else(not_forwarding)?;
+        if !limit.runs_at(stage) {
+            return Ok(true);
+        }
+        let headers = &session.req_header().headers;
+        let decision = limit.check(headers, client, ctx.identity.as_ref()).await;
+        ctx.limit_decision = Some(decision);
+        if decision.is_allowed() {
+            return Ok(true);
+        }
+        log::info!(
+            target: "postern::policy",
+            "refused 429 too_many_requests: over limit {} (listener={} route={} client={client} request_id={})",
+            limit.name(),
+            self.listener,
+            route_name(ctx).unwrap_or("-"),
+            request_id_str(ctx),
+        );
+        ctx.refusal = Some(format!("over limit {}", limit.name()).into());
+        let edits = self.edits(ctx);
+        reply::error_with_headers(
+            session,
+            ErrorKind::TooManyRequests,
+            route_name(ctx),
+            &ctx.request_id,
+            limit.headers(&decision),
+            edits,
+        )
+        .await?;
+        Ok(false)
     }
 
     /// Runs the route's authenticator; `false` when it refused (and the

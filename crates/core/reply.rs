@@ -48,6 +48,23 @@ pub async fn explained_error(
     write(session, header, body, edits).await
 }
 
+/// The JSON error body for `kind` with several extra headers (a 429's rate-limit headers).
+pub async fn error_with_headers(
+    session: &mut Session,
+    kind: ErrorKind,
+    route: Option<&str>,
+    request_id: &HeaderValue,
+    extra: Vec<(HeaderName, String)>,
+    edits: ResponseEdits<'_>,
+) -> Result<()> {
+    let id = request_id.to_str().unwrap_or("-");
+    let (mut header, body) = explained_response(kind, route, id, None)?;
+    for (name, value) in extra {
+        header.insert_header(name, value)?;
+    }
+    write(session, header, body, edits).await
+}
+
 /// 308 to `location`.
 pub async fn redirect(
     session: &mut Session,

@@ -54,6 +54,9 @@ pub async fn serve(
                 let up = upstream.health.is_available();
                 upstream.metrics.healthy.set(i64::from(up));
             }
+            if let Some(store) = &snapshot.shared_store {
+                metrics().sync_shared_store_errors(store.errors());
+            }
             let (content_type, body) = metrics().render();
             Outcome::Reply(Reply {
                 status: 200,
@@ -107,24 +110,31 @@ pub async fn serve(
 
 /// 200 while the gateway serves and every `required` upstream is up; 503
 /// while it drains or a required upstream is down. Every upstream's state is
-/// listed either way.
+/// listed either way, and the shared store's when there is one: a degraded
+/// store limits per instance, which serves, so it never fails the check.
 async fn health(snapshot: &Snapshot) -> Reply {
     let states = probe_upstreams(snapshot).await;
     let upstreams: serde_json::Map<String, Value> = states
         .iter()
         .map(|(name, up)| (name.clone(), Value::from(if *up { "up" } else { "down" })))
         .collect();
-    if crate::health::is_draining() {
-        return Reply::json(503, json!({"status": "draining", "upstreams": upstreams}));
+    let (status, mut body) = if crate::health::is_draining() {
+        (503, json!({"status": "draining", "upstreams": upstreams}))
+    } else {
+        let down = required_down(&states, snapshot);
+        if down.is_empty() {
+            (200, json!({"status": "up", "upstreams": upstreams}))
+        } else {
+            (
+                503,
+                json!({"status": "down", "upstreams": upstreams, "required_down": down}),
+            )
+        }
+    };
+    if let Some(store) = &snapshot.shared_store {
+        body["shared_store"] = crate::rate_limit::store_health(store);
     }
-    let down = required_down(&states, snapshot);
-    if !down.is_empty() {
-        return Reply::json(
-            503,
-            json!({"status": "down", "upstreams": upstreams, "required_down": down}),
-        );
-    }
-    Reply::json(200, json!({"status": "up", "upstreams": upstreams}))
+    Reply::json(status, body)
 }
 
 /// Each upstream's state: actively checked ones as last checked, the others
@@ -274,6 +284,7 @@ pub fn masked_config(config: &Config) -> Value {
                 "deny": r.deny,
                 "auth": r.auth,
                 "forward_client_cert": r.forward_client_cert,
+                "limit": r.limit,
                 "listeners": r.listeners,
                 "response_headers": r.response_headers.iter()
                     .map(|(n, v)| (n.to_string(), Value::from(String::from_utf8_lossy(v.as_bytes()))))
@@ -287,11 +298,29 @@ pub fn masked_config(config: &Config) -> Value {
         "gateway": {
             "threads": config.gateway.threads,
             "trusted_proxies": config.gateway.trusted_proxies.entries(),
+            "shared_store": config.gateway.shared_store.as_ref().map(|u| u.shown()),
         },
+        "limits": config.limits.iter().map(|l| json!({
+            "name": l.name,
+            "rate": l.policy.rate().to_string(),
+            "burst": l.policy.burst().get(),
+            "key": limit_key(&l.key),
+        })).collect::<Vec<_>>(),
         "listeners": listeners,
         "tls": {"min_version": format!("{:?}", config.tls.min_version), "strict_sni": config.tls.strict_sni, "client_ca": config.tls.client_ca.as_ref().map(|ca| ca.path.display().to_string()), "hsts": config.tls.hsts.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes())), "certificates": certificates},
         "upstreams": upstreams,
         "auth": auth,
         "routes": routes,
     })
+}
+
+/// A limit's key as config spells it.
+fn limit_key(key: &postern_config::LimitKey) -> String {
+    use postern_config::LimitKey;
+    match key {
+        LimitKey::Client => "client".to_string(),
+        LimitKey::Route => "route".to_string(),
+        LimitKey::Header(name) => format!("header:{name}"),
+        LimitKey::Claim(claim) => format!("claim:{claim}"),
+    }
 }

@@ -19,6 +19,7 @@ use rustls::server::danger::ClientCertVerifier;
 use crate::client_cert;
 use crate::health::{self, ActiveCheck, UpstreamHealth};
 use crate::metrics::{RouteMetrics, UpstreamMetrics};
+use crate::rate_limit::{self, RouteLimit};
 use crate::response_headers::RouteHeaders;
 use crate::tls::{self, CertificateTable};
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
@@ -60,6 +61,8 @@ pub struct RoutePlan {
     pub auth: Option<Arc<Authenticator>>,
     /// The verified client certificate goes upstream (RFC 9440).
     pub forward_client_cert: bool,
+    /// `limit`: the route's `[limits]` entry, compiled.
+    pub limit: Option<Arc<RouteLimit>>,
     /// Largest request body forwarded; None: unlimited.
     pub max_body_size: Option<u64>,
     /// Bodies up to this are read whole before the upstream is contacted.
@@ -94,6 +97,8 @@ pub struct Snapshot {
     pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
     /// By name, sorted.
     upstreams: Vec<Arc<UpstreamPlan>>,
+    /// `[gateway] shared_store`, one per process whatever the reloads.
+    pub shared_store: Option<Arc<postern_limits::SharedStore>>,
 }
 
 impl Snapshot {
@@ -229,6 +234,13 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         .collect();
     identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     identity_headers.dedup();
+    let shared_store = config.gateway.shared_store.as_ref().and_then(|url| {
+        rate_limit::shared_store(
+            url,
+            &postern_config::Origin::file_start(&config_file(&config)),
+            diags,
+        )
+    });
     if diags.has_errors() {
         return None;
     }
@@ -270,6 +282,11 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 allow: r.allow.clone(),
                 auth: r.auth.as_ref().and_then(|a| authenticators.get(a).cloned()),
                 forward_client_cert: r.forward_client_cert,
+                limit: r
+                    .limit
+                    .as_ref()
+                    .and_then(|l| config.limit(l))
+                    .map(|l| Arc::new(RouteLimit::new(&r.name, l, shared_store.as_ref()))),
                 max_body_size: r.max_body_size.or(config.gateway.max_body_size),
                 request_buffer: r.request_buffer.unwrap_or(config.gateway.request_buffer),
                 response_headers: RouteHeaders {
@@ -325,6 +342,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         identity_headers,
         client_verifier,
         upstreams: sorted(upstreams),
+        shared_store,
     })
 }
 
@@ -390,6 +408,10 @@ fn parse_ca(path: &std::path::Path, pem: &[u8]) -> Result<Arc<[WrappedX509]>, St
             Ok(WrappedX509::new(der.to_vec(), parse_x509))
         })
         .collect()
+}
+
+fn config_file(config: &Config) -> Arc<str> {
+    Arc::from(config.file.display().to_string())
 }
 
 fn sorted(upstreams: HashMap<String, Arc<UpstreamPlan>>) -> Vec<Arc<UpstreamPlan>> {

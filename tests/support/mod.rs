@@ -7,7 +7,8 @@
 //! * [`tls_client`]: the TLS side of that client (SNI, ALPN, versions);
 //! * [`h2`]: just enough HTTP/2 for requests and hand-made frames;
 //! * [`prometheus`]: the metrics exposition, read back;
-//! * [`idp`]: an identity provider and signed tokens for the JWT tests.
+//! * [`idp`]: an identity provider and signed tokens for the JWT tests;
+//! * [`redis`]: a real redis-server for the shared-store tests.
 //!
 //! The names most tests use are re-exported here.
 
@@ -17,6 +18,7 @@ pub mod http1;
 pub mod idp;
 pub mod pki;
 pub mod prometheus;
+pub mod redis;
 pub mod tls_client;
 pub mod upstream;
 

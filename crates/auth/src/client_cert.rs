@@ -87,6 +87,7 @@ impl ClientCertAuthenticator {
         Verdict::Allow(Identity {
             subject: cert.subject.clone(),
             headers,
+            claims: None,
         })
     }
 }

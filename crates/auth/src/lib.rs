@@ -39,6 +39,9 @@ pub struct Identity {
     pub subject: String,
     /// (lower-case header name, value) pairs to set on the forwarded request.
     pub headers: Vec<(String, String)>,
+    /// A JWT's verified claims, for limits keyed by a claim (`key = "claim:NAME"`); shared
+    /// with the token cache, so no copy per request.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Identity {
@@ -46,6 +49,7 @@ impl Identity {
         Identity {
             subject: user,
             headers: Vec::new(),
+            claims: None,
         }
     }
 }

@@ -213,6 +213,7 @@ fn routes(config: &Config, refused: &Refused, diags: &mut Diagnostics) {
                 );
             }
         }
+        route_limit(config, route, refused, diags);
         let serving = serving_listeners(config, route, refused, diags);
         let host = route
             .host
@@ -231,6 +232,56 @@ fn routes(config: &Config, refused: &Refused, diags: &mut Diagnostics) {
             );
         }
         claimed.push((host, route.path_prefix.clone(), serving, route));
+    }
+}
+
+/// A route's `limit` must name a `[limits]` table; one keyed by a claim needs the route to
+/// verify a JWT, or there would be no claim to count by.
+fn route_limit(config: &Config, route: &Route, refused: &Refused, diags: &mut Diagnostics) {
+    let Some(name) = &route.limit else {
+        return;
+    };
+    let Some(limit) = config.limit(name) else {
+        if !refused.limits.contains(name) {
+            let known: Vec<&str> = config.limits.iter().map(|l| l.name.as_str()).collect();
+            let help = match nearest(name, known.iter().copied()) {
+                Some(n) => format!("did you mean {n:?}?"),
+                None if known.is_empty() => {
+                    format!("add [limits.{name}] with rate = \"10/m\"")
+                }
+                None => format!("the limits are: {}", known.join(", ")),
+            };
+            diags.error_with_help(
+                &route.origin,
+                format!(
+                    "route {:?} names limit {name:?}, which is not defined",
+                    route.name
+                ),
+                help,
+            );
+        }
+        return;
+    };
+    if let LimitKey::Claim(claim) = &limit.key {
+        let jwt = route
+            .auth
+            .as_deref()
+            .and_then(|a| config.authenticator(a))
+            .is_some_and(|a| matches!(a.kind, AuthKind::Jwt(_)));
+        let auth_refused = route
+            .auth
+            .as_ref()
+            .is_some_and(|a| refused.auth.contains(a));
+        if !jwt && !auth_refused {
+            diags.error_with_help(
+                &route.origin,
+                format!(
+                    "route {:?} uses limit {name:?}, keyed by claim {claim:?}, but the route has no JWT authenticator",
+                    route.name
+                ),
+                format!("add auth = \"NAME\" naming a type = \"jwt\" authenticator to the route, or give [limits.{name}] key = \"client\""),
+            );
+        }
     }
 }
 
@@ -352,6 +403,8 @@ mod tests {
     use super::*;
     use crate::testing::*;
 
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+
     #[test]
     fn wildcard_binds_cover_specific_ones_on_the_same_port() {
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
@@ -412,6 +465,34 @@ mod tests {
                 "|[[routes]]",
                 "route \"r\" names authenticator \"ops\", which is not defined",
                 Some("add [auth.ops]"),
+            ),
+            case(
+                "route names an undefined limit, near",
+                plain("[limits.login]\nrate = \"10/m\"\n\n[[routes]]\nname = \"r\"\nupstream = \"data\"\nlimit = \"logn\"\n"),
+                "|[[routes]]",
+                "route \"r\" names limit \"logn\", which is not defined",
+                Some("did you mean \"login\"?"),
+            ),
+            case(
+                "route names an undefined limit, none defined",
+                plain("[[routes]]\nname = \"r\"\nupstream = \"data\"\nlimit = \"login\"\n"),
+                "|[[routes]]",
+                "route \"r\" names limit \"login\", which is not defined",
+                Some("add [limits.login] with rate = \"10/m\""),
+            ),
+            case(
+                "claim key without an authenticator",
+                plain("[limits.per-user]\nrate = \"10/m\"\nkey = \"claim:sub\"\n\n[[routes]]\nname = \"r\"\nupstream = \"data\"\nlimit = \"per-user\"\n"),
+                "|[[routes]]",
+                "route \"r\" uses limit \"per-user\", keyed by claim \"sub\", but the route has no JWT authenticator",
+                Some("type = \"jwt\" authenticator"),
+            ),
+            case(
+                "claim key behind basic auth",
+                plain(&format!("[auth.ops]\ntype = \"basic\"\nusers = {{ admin = \"{HASH}\" }}\n\n[limits.per-user]\nrate = \"10/m\"\nkey = \"claim:sub\"\n\n[[routes]]\nname = \"r\"\nupstream = \"data\"\nauth = \"ops\"\nlimit = \"per-user\"\n")),
+                "|[[routes]]",
+                "keyed by claim \"sub\", but the route has no JWT authenticator",
+                Some("key = \"client\""),
             ),
             case(
                 "duplicate route name",

@@ -12,6 +12,7 @@ use crate::layers::read_layers;
 use crate::model::Config;
 use crate::sections::auth::{BASIC_KEYS, CLIENT_CERT_KEYS, JWT_KEYS};
 use crate::sections::gateway::GATEWAY_KEYS;
+use crate::sections::limits::LIMIT_KEYS;
 use crate::sections::listeners::LISTENER_KEYS;
 use crate::sections::routes::ROUTE_KEYS;
 use crate::sections::tls::{CERTIFICATE_KEYS, TLS_KEYS};
@@ -32,6 +33,7 @@ pub fn accepted_keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("[auth.NAME] type = \"jwt\"", JWT_KEYS),
         ("[auth.NAME] type = \"basic\"", BASIC_KEYS),
         ("[auth.NAME] type = \"client_cert\"", CLIENT_CERT_KEYS),
+        ("[limits.NAME]", LIMIT_KEYS),
         ("[[routes]]", ROUTE_KEYS),
     ]
 }
@@ -92,6 +94,7 @@ mod tests {
                 "[auth.NAME] type = \"jwt\"",
                 "[auth.NAME] type = \"basic\"",
                 "[auth.NAME] type = \"client_cert\"",
+                "[limits.NAME]",
                 "[[routes]]",
             ]
         );

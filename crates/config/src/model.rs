@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+pub use postern_limits::{LimitKey, Policy as LimitPolicy};
 use postern_policy::host::HostPattern;
 use postern_policy::source::Allowlist;
 
@@ -29,6 +30,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// `[auth.NAME]`.
     pub auth: Vec<Authenticator>,
+    /// `[limits.NAME]`.
+    pub limits: Vec<Limit>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<Route>,
 }
@@ -42,6 +45,11 @@ impl Config {
     /// The authenticator called `name`.
     pub fn authenticator(&self, name: &str) -> Option<&Authenticator> {
         self.auth.iter().find(|a| a.name == name)
+    }
+
+    /// The limit called `name`.
+    pub fn limit(&self, name: &str) -> Option<&Limit> {
+        self.limits.iter().find(|l| l.name == name)
     }
 
     /// The listener called `name`.
@@ -71,6 +79,56 @@ pub struct Gateway {
     pub upgrade_socket: PathBuf,
     /// How long clients may take (`client_header_timeout` and kin).
     pub client_timeouts: ClientTimeouts,
+    /// `shared_store`: the Redis that rate limits and basic-auth backoff are shared through.
+    pub shared_store: Option<StoreUrl>,
+}
+
+/// A `shared_store` URL. It may hold a password, so it is shown (in `Debug`, logs and
+/// `/config`) only with its userinfo replaced by `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    url: String,
+    shown: String,
+}
+
+impl StoreUrl {
+    /// `url`, checked by [`postern_limits::check_store_url`].
+    pub fn new(url: &str) -> Result<StoreUrl, String> {
+        postern_limits::check_store_url(url)?;
+        Ok(StoreUrl {
+            url: url.to_string(),
+            shown: postern_limits::redact_url(url),
+        })
+    }
+
+    /// The URL with its password: for connecting only.
+    pub fn secret(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL as it may be shown.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreUrl({:?})", self.shown)
+    }
+}
+
+/// One `[limits.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    /// The table's key; routes name it in `limit`.
+    pub name: String,
+    /// Rate and burst.
+    pub policy: LimitPolicy,
+    /// What the limit counts by.
+    pub key: LimitKey,
+    /// Where the table was written.
+    pub origin: Origin,
 }
 
 /// How long a client may take, so slow or idle clients cannot hold
@@ -406,6 +464,8 @@ pub struct Route {
     /// `forward_client_cert`: the verified client certificate goes upstream
     /// as RFC 9440 `Client-Cert` / `Client-Cert-Chain`.
     pub forward_client_cert: bool,
+    /// A key of `[limits]`.
+    pub limit: Option<String>,
     /// Overrides `[gateway] max_body_size` for this route.
     pub max_body_size: Option<u64>,
     /// Overrides `[gateway] request_buffer` for this route.

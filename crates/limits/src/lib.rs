@@ -15,17 +15,25 @@
 //! gateway extracts the key and turns a [`Decision`] into a response.
 
 pub mod headers;
+#[cfg(feature = "engine")]
 mod limiter;
+#[cfg(feature = "engine")]
 mod local;
 mod rate;
+#[cfg(feature = "engine")]
 mod shared;
+mod store_url;
 
 use std::time::Duration;
 
+#[cfg(feature = "engine")]
 pub use limiter::Limiter;
+#[cfg(feature = "engine")]
 pub use local::{LocalLimiter, OVERFLOW_BUCKETS};
 pub use rate::{LimitKey, Per, Policy, Rate, MAX_COUNT};
+#[cfg(feature = "engine")]
 pub use shared::{SharedStore, StoreHealth, StoreOptions};
+pub use store_url::{check_store_url, redact_url};
 
 /// The answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 
-use crate::{Decision, Policy};
+use crate::{redact_url, Decision, Policy};
 
 /// Tuning of the shared store.
 #[derive(Debug, Clone)]
@@ -65,10 +65,42 @@ pub struct SharedStore {
 }
 
 impl SharedStore {
-    /// Opens the store at `url` (`redis://[:password@]host:port/db`, or `rediss://`). Only a
-    /// URL that does not parse is an error; an unreachable Redis gives a Degraded store that
-    /// keeps trying in the background. Must be called inside a tokio runtime.
+    /// Opens the store at `url` (`redis://[:password@]host:port/db`, or `rediss://`) and waits
+    /// for the first connection attempt. Only a URL that does not parse is an error; an
+    /// unreachable Redis gives a Degraded store that keeps trying in the background. Must be
+    /// called inside a tokio runtime.
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<SharedStore>, String> {
+        let store = SharedStore::unconnected(url, options)?;
+        if let Err(error) = store.reconnect().await {
+            store.degrade(&error);
+        }
+        tokio::spawn(keep_connected(Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    /// As [`SharedStore::connect`], without waiting: the store starts Degraded ("not connected
+    /// yet") and connects in a task on the current tokio runtime, which must outlive it. For a
+    /// caller that is not async, such as the gateway compiling its configuration.
+    pub fn open(url: &str, options: StoreOptions) -> Result<Arc<SharedStore>, String> {
+        let store = SharedStore::unconnected(url, options)?;
+        let first = Arc::downgrade(&store);
+        tokio::spawn(async move {
+            if let Some(store) = first.upgrade() {
+                if let Err(error) = store.reconnect().await {
+                    store.degrade(&error);
+                    log::warn!(
+                        "shared store {}: {}; deciding limits locally until it answers",
+                        store.shown_url,
+                        store.scrub(&error)
+                    );
+                }
+            }
+            keep_connected(first).await;
+        });
+        Ok(store)
+    }
+
+    fn unconnected(url: &str, options: StoreOptions) -> Result<Arc<SharedStore>, String> {
         let shown_url = redact_url(url);
         let client = redis::Client::open(url).map_err(|_| {
             format!(
@@ -76,7 +108,7 @@ impl SharedStore {
             )
         })?;
         let password = client.get_connection_info().redis.password.clone();
-        let store = Arc::new(SharedStore {
+        Ok(Arc::new(SharedStore {
             client,
             shown_url,
             password,
@@ -89,12 +121,12 @@ impl SharedStore {
                 last_error: "not connected yet".to_owned(),
             }),
             errors: AtomicU64::new(0),
-        });
-        if let Err(error) = store.reconnect().await {
-            store.degrade(&error);
-        }
-        tokio::spawn(keep_connected(Arc::downgrade(&store)));
-        Ok(store)
+        }))
+    }
+
+    /// The URL as it may be shown: its password replaced by `***`.
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
     }
 
     /// Whether decisions are shared right now, or local and since when.
@@ -218,6 +250,13 @@ impl SharedStore {
     }
 }
 
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The shown URL only: the client's own Debug would print the password.
+        write!(f, "SharedStore({:?})", self.shown_url)
+    }
+}
+
 /// Reconnects a Degraded store every `retry_every`, until the store is dropped.
 async fn keep_connected(store: Weak<SharedStore>) {
     loop {
@@ -236,38 +275,9 @@ async fn keep_connected(store: Weak<SharedStore>) {
     }
 }
 
-/// The URL with any userinfo replaced by `***`, fit for logs and errors.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL)".to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_lose_their_userinfo() {
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact_url("redis://:s3cret@host:6379/0"),
-            "redis://***@host:6379/0"
-        );
-        assert_eq!(
-            redact_url("rediss://user:p@ss@host/1"),
-            "rediss://***@host/1"
-        );
-        assert_eq!(redact_url(":s3cret@host"), "(not a URL)");
-    }
 
     #[tokio::test]
     async fn a_bad_url_is_refused_without_its_password() {

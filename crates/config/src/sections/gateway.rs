@@ -20,6 +20,7 @@ pub const GATEWAY_KEYS: &[&str] = &[
     "client_header_timeout",
     "client_body_timeout",
     "keepalive_timeout",
+    "shared_store",
 ];
 
 impl Reader<'_> {
@@ -33,6 +34,7 @@ impl Reader<'_> {
             request_buffer: DEFAULT_REQUEST_BUFFER,
             upgrade_socket: PathBuf::from(DEFAULT_UPGRADE_SOCKET),
             client_timeouts: ClientTimeouts::default(),
+            shared_store: None,
         };
         let Some(table) = as_table(node, "[gateway]", self.diags) else {
             return gateway;
@@ -105,6 +107,16 @@ impl Reader<'_> {
             ),
             keepalive: f.duration("keepalive_timeout", DEFAULT_KEEPALIVE_TIMEOUT, self.diags),
         };
+        if let Some((url, at)) = f.string("shared_store", self.diags) {
+            match StoreUrl::new(url) {
+                Ok(url) => gateway.shared_store = Some(url),
+                Err(message) => self.diags.error_with_help(
+                    at,
+                    message,
+                    "write redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS); leave it out to limit per instance",
+                ),
+            }
+        }
         f.finish(self.diags);
         gateway
     }
@@ -254,6 +266,29 @@ mod tests {
                 None,
             ),
         ]);
+    }
+
+    #[test]
+    fn shared_store_is_read_and_never_shown_with_its_password() {
+        let dir = Dir::new();
+        let text = plain("[gateway]\nshared_store = \"redis://:s3cret@redis.internal:6379/0\"\n");
+        let gateway = accepted(dir.load(&text, &[]), "shared_store")
+            .config
+            .gateway;
+        let url = gateway.shared_store.expect("read");
+        assert_eq!(url.secret(), "redis://:s3cret@redis.internal:6379/0");
+        assert_eq!(url.shown(), "redis://***@redis.internal:6379/0");
+        assert!(!format!("{url:?}").contains("s3cret"));
+
+        let text = plain("[gateway]\nshared_store = \"http://:s3cret@redis.internal/0\"\n");
+        let diags = rejected(dir.load(&text, &[]), "http:// store");
+        assert_error_at(
+            &diags,
+            &dir.origin("gateway.toml", &text, "shared_store = |\""),
+            "shared_store \"http://***@redis.internal/0\": expected a URL such as \"redis://127.0.0.1:6379/0\"",
+            Some("leave it out to limit per instance"),
+        );
+        assert!(!diags.to_string().contains("s3cret"), "{diags}");
     }
 
     #[test]

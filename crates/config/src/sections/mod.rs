@@ -19,12 +19,21 @@ pub mod client_cert;
 pub mod gateway;
 mod headers;
 mod jwt;
+pub mod limits;
 pub mod listeners;
 pub mod routes;
 pub mod tls;
 pub mod upstreams;
 
-pub const TOP_LEVEL: &[&str] = &["gateway", "listeners", "tls", "upstreams", "auth", "routes"];
+pub const TOP_LEVEL: &[&str] = &[
+    "gateway",
+    "listeners",
+    "tls",
+    "upstreams",
+    "auth",
+    "limits",
+    "routes",
+];
 
 /// Names whose definition was refused, and so already reported.
 #[derive(Debug, Default)]
@@ -32,6 +41,7 @@ pub struct Refused {
     pub upstreams: HashSet<String>,
     pub listeners: HashSet<String>,
     pub auth: HashSet<String>,
+    pub limits: HashSet<String>,
 }
 
 pub struct Reader<'d> {
@@ -59,6 +69,7 @@ impl<'d> Reader<'d> {
         let tls_node = top.node("tls");
         let upstreams_node = top.node("upstreams");
         let auth_node = top.node("auth");
+        let limits_node = top.node("limits");
         let route_tables = top.tables("routes", self.diags);
         top.finish(self.diags);
 
@@ -66,6 +77,7 @@ impl<'d> Reader<'d> {
         let tls = self.tls(tls_node);
         let upstreams = self.upstreams(upstreams_node);
         let auth = self.authenticators(auth_node);
+        let limits = self.limits(limits_node);
         let routes: Vec<Route> = route_tables
             .iter()
             .enumerate()
@@ -79,6 +91,7 @@ impl<'d> Reader<'d> {
             tls,
             upstreams,
             auth,
+            limits,
             routes,
         }
     }
@@ -159,7 +172,7 @@ mod tests {
                 plain("colour = \"blue\"\n"),
                 "colour",
                 "unknown key `colour` in the top level",
-                Some("gateway, listeners, tls, upstreams, auth, routes"),
+                Some("gateway, listeners, tls, upstreams, auth, limits, routes"),
             ),
             case(
                 "a section that is not a table",

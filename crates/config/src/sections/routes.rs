@@ -17,6 +17,7 @@ pub const ROUTE_KEYS: &[&str] = &[
     "upstream",
     "service",
     "auth",
+    "limit",
     "allow",
     "deny",
     "listeners",
@@ -45,6 +46,7 @@ impl Reader<'_> {
         let upstream = f.string("upstream", self.diags);
         let service = f.string("service", self.diags);
         let auth = f.string("auth", self.diags);
+        let limit = f.string("limit", self.diags);
         let allow = f.strings("allow", self.diags);
         let deny = f.boolean("deny", self.diags).is_some_and(|(deny, _)| deny);
         let listeners = f.strings("listeners", self.diags);
@@ -151,6 +153,7 @@ impl Reader<'_> {
             remove_response_headers,
             auth: auth.map(|(a, _)| a.to_string()),
             forward_client_cert,
+            limit: limit.map(|(l, _)| l.to_string()),
             listeners,
             origin: origin.clone(),
         })
