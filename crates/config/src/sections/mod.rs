@@ -19,6 +19,7 @@ pub mod gateway;
 mod headers;
 mod jwt;
 pub mod listeners;
+mod pools;
 pub mod routes;
 pub mod tls;
 pub mod upstreams;
