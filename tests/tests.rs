@@ -21,6 +21,7 @@ mod keystore;
 mod limits;
 mod operations;
 mod path_bypass;
+mod pools;
 mod presets;
 mod response_headers;
 mod routing;

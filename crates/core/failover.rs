@@ -145,6 +145,12 @@ impl Attempts {
         }
     }
 
+    /// The upstream's response is complete: the server no longer counts
+    /// this request in flight.
+    pub fn finished(&mut self) {
+        self.current = None;
+    }
+
     /// The upstream's response head arrived: no more failover.
     pub fn response_started(&mut self) {
         self.response_started = true;

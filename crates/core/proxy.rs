@@ -281,6 +281,21 @@ impl ProxyHttp for Gateway {
         self.edits(ctx).apply(upstream_response)
     }
 
+    /// The response's last byte is on its way to the client: the server is
+    /// done with this request, for `least_requests`.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if end_of_stream {
+            ctx.attempts.finished();
+        }
+        Ok(None)
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,

@@ -95,10 +95,13 @@ pub fn render(snapshot: &Snapshot) -> String {
             .as_ref()
             .map_or_else(|| "*".to_string(), |h| h.to_string());
         let target = match &r.target {
-            RouteTarget::Upstream(u) => {
-                let url = config.upstream(u).map_or("", |up| up.url.as_str());
-                format!("{u} {url}")
-            }
+            RouteTarget::Upstream(u) => match config.upstream(u) {
+                Some(up) if up.servers.len() > 1 => {
+                    format!("{u} ({} servers)", up.servers.len())
+                }
+                Some(up) => format!("{u} {}", up.url),
+                None => u.to_string(),
+            },
             RouteTarget::Nothing => "-".to_string(),
             RouteTarget::Service(service) => format!("service {}", service.name()),
         };

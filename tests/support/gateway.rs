@@ -52,6 +52,8 @@ struct Settings {
     min_version: &'static str,
     strict_sni: bool,
     trusted_proxies: Vec<String>,
+    /// `[gateway] resolver`; empty: left out, so the system's.
+    resolver: Vec<String>,
     /// `[tls] hsts`; None: left out, so the default.
     hsts: Option<&'static str>,
 }
@@ -78,7 +80,7 @@ impl Settings {
 threads = 2
 trusted_proxies = [{trusted}]
 upgrade_socket = '{socket}'
-
+{resolver}
 [[listeners]]
 name = "https"
 address = "127.0.0.1:{tls}"
@@ -99,6 +101,11 @@ strict_sni = {strict}
 {hsts}"#,
             trusted = trusted.join(", "),
             socket = socket.display(),
+            resolver = if self.resolver.is_empty() {
+                String::new()
+            } else {
+                format!("resolver = {:?}\n", self.resolver)
+            },
             min = self.min_version,
             strict = self.strict_sni,
             hsts = self
@@ -158,6 +165,12 @@ impl GatewayBuilder {
     /// `[gateway] trusted_proxies` (none unless set).
     pub fn trusted_proxies(mut self, cidrs: &[&str]) -> Self {
         self.settings.trusted_proxies = cidrs.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
+    /// `[gateway] resolver` (the system's unless set).
+    pub fn resolver(mut self, servers: &[&str]) -> Self {
+        self.settings.resolver = servers.iter().map(|c| c.to_string()).collect();
         self
     }
 
@@ -242,6 +255,7 @@ impl Gateway {
                 min_version: "1.2",
                 strict_sni: false,
                 trusted_proxies: Vec::new(),
+                resolver: Vec::new(),
                 hsts: None,
             },
         }
