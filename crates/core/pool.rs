@@ -291,6 +291,112 @@ mod tests {
     use super::*;
     use http::HeaderMap;
 
+    /// A pool over three loopback servers; `upstream` keeps the health
+    /// registry apart from other tests'.
+    fn pool(upstream: &str, balance: Balance) -> (Pool, Arc<ServerSet>) {
+        let template = ServerTemplate {
+            upstream: upstream.to_string(),
+            peer: HttpPeer::new("127.0.0.1:1", false, String::new()),
+            health: None,
+            ca_pem: None,
+        };
+        let servers = (1..=3)
+            .map(|i| {
+                let url = format!("http://127.0.0.{i}:80");
+                let entry = postern_config::ServerAddress {
+                    url: url.clone(),
+                    host: format!("127.0.0.{i}"),
+                    port: 80,
+                };
+                template
+                    .server(&entry, SocketAddr::from(([127, 0, 0, i], 80)))
+                    .expect("server")
+            })
+            .collect();
+        let key = (balance == Balance::Hash).then_some(HashKey::Client);
+        let pool = Pool::new(ServerSet::new(servers, balance), balance, key);
+        let set = pool.current();
+        (pool, set)
+    }
+
+    fn eject(server: &Server) {
+        for _ in 0..3 {
+            server.health.record_connect_failure(None);
+        }
+        assert!(!server.is_available());
+    }
+
+    fn counts(picks: impl Iterator<Item = Arc<Server>>) -> Vec<usize> {
+        let mut counts = vec![0; 3];
+        for s in picks {
+            if let std::net::IpAddr::V4(ip) = s.address.ip() {
+                counts[usize::from(ip.octets()[3]) - 1] += 1;
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn round_robin_takes_turns_and_spreads_a_dead_servers_share() {
+        let (pool, set) = pool("unit-rr", Balance::RoundRobin);
+        let picks = (0..300).map(|_| pool.choose(&set, None, &[]).expect("a server"));
+        assert_eq!(counts(picks), [100, 100, 100]);
+        eject(&set.servers[1]);
+        let picks = (0..300).map(|_| pool.choose(&set, None, &[]).expect("a server"));
+        assert_eq!(counts(picks), [150, 0, 150]);
+        let all: Vec<SocketAddr> = set.addresses();
+        assert!(
+            pool.choose(&set, None, &all).is_none(),
+            "every server tried"
+        );
+        assert!(!pool.has_untried(&set, &[all[0], all[2]]));
+    }
+
+    #[test]
+    fn least_requests_prefers_fewest_in_flight() {
+        let (pool, set) = pool("unit-least", Balance::LeastRequests);
+        let busy = InFlight::new(Arc::clone(&set.servers[0]));
+        let also_busy = InFlight::new(Arc::clone(&set.servers[2]));
+        for _ in 0..10 {
+            let s = pool.choose(&set, None, &[]).expect("a server");
+            assert_eq!(s.address, set.servers[1].address);
+        }
+        drop((busy, also_busy));
+        let picks = (0..30).map(|_| pool.choose(&set, None, &[]).expect("a server"));
+        assert_eq!(counts(picks), [10, 10, 10], "ties in turn");
+    }
+
+    #[test]
+    fn hash_sticks_and_walks_the_ring_past_tried_or_dead_servers() {
+        let (pool, set) = pool("unit-hash", Balance::Hash);
+        let first = pool
+            .choose(&set, Some(b"session-1"), &[])
+            .expect("a server");
+        for _ in 0..20 {
+            let again = pool
+                .choose(&set, Some(b"session-1"), &[])
+                .expect("a server");
+            assert_eq!(again.address, first.address);
+        }
+        let next = pool
+            .choose(&set, Some(b"session-1"), &[first.address])
+            .expect("the next on the ring");
+        assert_ne!(next.address, first.address);
+        eject(&first);
+        let moved = pool
+            .choose(&set, Some(b"session-1"), &[])
+            .expect("a server");
+        assert_eq!(
+            moved.address, next.address,
+            "a dead server's key moves to the next"
+        );
+        let spread: std::collections::HashSet<SocketAddr> = (0..100)
+            .filter_map(|i| pool.choose(&set, Some(format!("k{i}").as_bytes()), &[]))
+            .map(|s| s.address)
+            .collect();
+        assert_eq!(spread.len(), 2, "keys spread over the live servers");
+    }
+
     #[test]
     fn cookie_header_and_client_keys() {
         let mut headers = HeaderMap::new();
