@@ -266,9 +266,9 @@ impl Drop for InFlight {
 }
 
 /// The value of `hash_key` in a request, if it has one.
-pub fn hash_value<'r>(
+pub fn hash_value(
     key: &HashKey,
-    headers: &'r http::HeaderMap,
+    headers: &http::HeaderMap,
     client: Option<std::net::IpAddr>,
 ) -> Option<Vec<u8>> {
     match key {

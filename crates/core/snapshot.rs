@@ -150,7 +150,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 ),
             }
         }
-        let Some(&(_, ref first)) = resolved.first() else {
+        let Some((_, first)) = resolved.first() else {
             continue;
         };
         let Some(&address) = first.first() else {
