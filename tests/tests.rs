@@ -23,6 +23,7 @@ mod keystore;
 mod limits;
 mod operations;
 mod path_bypass;
+mod pools;
 mod presets;
 mod request_buffering;
 mod rate_limits;

@@ -96,6 +96,9 @@ def main():
          ratio(median("idle_memory", "postern", "bytes_per_conn"),
                median("idle_memory", "nginx", "bytes_per_conn")),
          "<= 1.0x", lambda r: r <= 1.0)
+    line("open route over a pool of three vs one server",
+         ratio(median("pool", "postern-3-servers", "rps"), median("pool", "postern-1-server", "rps")),
+         ">= 0.97x", lambda r: r >= 0.97)
     line("handshakes per second vs nginx",
          ratio(median("handshake", "postern", "rps"), median("handshake", "nginx", "rps")),
          ">= 1.0x", lambda r: r >= 1.0)

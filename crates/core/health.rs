@@ -1,6 +1,7 @@
-//! Upstream health: active checks where configured, passive ejection on
-//! connect failures everywhere, so a dead upstream costs clients a fast 503
-//! instead of a connect timeout each.
+//! Server health: active checks where configured, passive ejection on
+//! connect failures everywhere, so a dead server gets no requests and a pool
+//! whose every server is dead costs clients a fast 503 instead of a connect
+//! timeout each. Health is per server of a pool (per address).
 //!
 //! * Active (`[upstreams.NAME.health]`): `GET path` every `interval`; a 2xx
 //!   or 3xx within `timeout` is a success. `unhealthy_threshold` failures in
@@ -9,7 +10,7 @@
 //! * Passive (no active check): `PASSIVE_FAILURES` connect failures in a row
 //!   eject the upstream for `PASSIVE_EJECTION`; then traffic is tried again.
 //!
-//! State is kept by upstream name across reloads.
+//! State is kept by upstream name and server address across reloads.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -20,7 +21,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use postern_config::{HealthCheck, Upstream};
+use postern_config::HealthCheck;
 
 use crate::snapshot::Snapshot;
 
@@ -61,7 +62,7 @@ impl UpstreamHealth {
             let successes = self.successes.fetch_add(1, Ordering::AcqRel) + 1;
             if !self.healthy.load(Ordering::Acquire) && successes >= check.healthy_threshold {
                 self.healthy.store(true, Ordering::Release);
-                log::warn!(target: "postern::health", "upstream {:?} is healthy again", self.name);
+                log::warn!(target: "postern::health", "{} is healthy again", self.name);
             }
         } else {
             self.successes.store(0, Ordering::Release);
@@ -70,7 +71,7 @@ impl UpstreamHealth {
                 self.healthy.store(false, Ordering::Release);
                 log::error!(
                     target: "postern::health",
-                    "upstream {:?} is unhealthy after {failures} failed checks; requests get 503 until it recovers",
+                    "{} is unhealthy after {failures} failed checks; it gets no requests until it recovers",
                     self.name
                 );
             }
@@ -89,7 +90,7 @@ impl UpstreamHealth {
                         Some(Instant::now() + PASSIVE_EJECTION);
                     log::error!(
                         target: "postern::health",
-                        "upstream {:?} refused {failures} connections in a row; ejected for {}s",
+                        "{} refused {failures} connections in a row; ejected for {}s",
                         self.name,
                         PASSIVE_EJECTION.as_secs()
                     );
@@ -106,18 +107,19 @@ impl UpstreamHealth {
     }
 }
 
-/// The health state of the upstream called `name`, kept by name across
-/// reloads. Looked up when a configuration is compiled (each upstream's plan
-/// holds its handle), never per request.
-pub fn registered(name: &str) -> Arc<UpstreamHealth> {
+/// The health state of `upstream`'s server at `address`, kept across
+/// reloads. Looked up when a configuration is compiled or a name resolved
+/// again (each server holds its handle), never per request.
+pub fn registered(upstream: &str, address: std::net::SocketAddr) -> Arc<UpstreamHealth> {
+    let name = format!("upstream {upstream:?} server {address}");
     static REGISTRY: OnceLock<Mutex<HashMap<String, Arc<UpstreamHealth>>>> = OnceLock::new();
     let mut registry = REGISTRY
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    Arc::clone(registry.entry(name.to_string()).or_insert_with(|| {
+    Arc::clone(registry.entry(name.clone()).or_insert_with(|| {
         Arc::new(UpstreamHealth {
-            name: name.to_string(),
+            name,
             healthy: AtomicBool::new(true),
             successes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
@@ -126,8 +128,9 @@ pub fn registered(name: &str) -> Arc<UpstreamHealth> {
     }))
 }
 
-/// An upstream's `[upstreams.NAME.health]` check, ready to run: its HTTP
-/// client is built (and its `ca` read) once, when the configuration loads.
+/// An upstream's `[upstreams.NAME.health]` check against one server, ready
+/// to run: its HTTP client is built (and its `ca` read) once, when the
+/// server is set up.
 #[derive(Debug)]
 pub struct ActiveCheck {
     pub settings: HealthCheck,
@@ -136,9 +139,13 @@ pub struct ActiveCheck {
 }
 
 impl ActiveCheck {
+    /// `server_url`: the server's `servers` entry (scheme, host, port);
+    /// the check connects to `address`, with the URL's host as Host and SNI.
     /// `ca_pem`: the upstream's `ca` file, already read.
     pub fn new(
-        upstream: &Upstream,
+        server_url: &str,
+        host: &str,
+        address: std::net::SocketAddr,
         settings: &HealthCheck,
         ca_pem: Option<&[u8]>,
     ) -> Result<Self, String> {
@@ -146,6 +153,9 @@ impl ActiveCheck {
             .timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(0);
+        if host.parse::<std::net::IpAddr>().is_err() {
+            builder = builder.resolve(host, address);
+        }
         for cert in ca_pem
             .map(|pem| reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default())
             .unwrap_or_default()
@@ -157,7 +167,7 @@ impl ActiveCheck {
             .map_err(|e| format!("cannot set up its health-check client: {e}"))?;
         Ok(ActiveCheck {
             settings: settings.clone(),
-            url: format!("{}{}", upstream.url.trim_end_matches('/'), settings.path),
+            url: format!("{}{}", server_url.trim_end_matches('/'), settings.path),
             client,
         })
     }
@@ -182,7 +192,7 @@ pub struct HealthChecker {
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut next_due: HashMap<String, Instant> = HashMap::new();
+        let mut next_due: HashMap<(String, std::net::SocketAddr), Instant> = HashMap::new();
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -196,28 +206,31 @@ impl BackgroundService for HealthChecker {
             let snapshot = self.snapshot.load_full();
             let now = Instant::now();
             for upstream in snapshot.upstreams() {
+                let servers = upstream.pool.current();
                 upstream
                     .metrics
                     .healthy
-                    .set(i64::from(upstream.health.is_available()));
-                let Some(check) = &upstream.check else {
-                    continue;
-                };
-                let due = match next_due.get_mut(&upstream.name) {
-                    Some(due) => due,
-                    None => next_due.entry(upstream.name.clone()).or_insert(now),
-                };
-                if *due > now {
-                    continue;
-                }
-                *due = now + check.settings.interval;
-                let upstream = Arc::clone(upstream);
-                tokio::spawn(async move {
-                    if let Some(check) = &upstream.check {
-                        let ok = check.run().await;
-                        upstream.health.record_check(ok, &check.settings);
+                    .set(i64::from(servers.any_available()));
+                for server in &servers.servers {
+                    server.metrics.healthy.set(i64::from(server.is_available()));
+                    let Some(check) = &server.check else {
+                        continue;
+                    };
+                    let due = next_due
+                        .entry((upstream.name.clone(), server.address))
+                        .or_insert(now);
+                    if *due > now {
+                        continue;
                     }
-                });
+                    *due = now + check.settings.interval;
+                    let server = Arc::clone(server);
+                    tokio::spawn(async move {
+                        if let Some(check) = &server.check {
+                            let ok = check.run().await;
+                            server.health.record_check(ok, &check.settings);
+                        }
+                    });
+                }
             }
         }
     }

@@ -26,6 +26,12 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Failed calls to (and reconnections of) the shared store, synced at each scrape.
     pub shared_store_errors: IntCounter,
+    /// Per server of a pool: requests, errors, in flight, healthy.
+    pub server_requests: IntCounterVec,
+    pub server_errors: IntCounterVec,
+    pub server_in_flight: IntGaugeVec,
+    pub server_healthy: IntGaugeVec,
+    pub resolution_failures: IntCounterVec,
     /// Requests refused before a route was chosen, labelled route="-".
     pub unrouted: RouteMetrics,
 }
@@ -112,8 +118,54 @@ fn build() -> Metrics {
         "Shared store (Redis) calls that failed or timed out, and failed reconnections; limits were decided per instance meanwhile.",
     )
     .expect("valid metric");
+    let server = |name: &str, help: &str| Opts::new(name, help);
+    let server_requests = IntCounterVec::new(
+        server(
+            "postern_upstream_server_requests_total",
+            "Requests sent to each server of an upstream (each attempt counts).",
+        ),
+        &["upstream", "server"],
+    )
+    .expect("valid metric");
+    let server_errors = IntCounterVec::new(
+        server(
+            "postern_upstream_server_errors_total",
+            "Failed connects and failed exchanges, by upstream and server.",
+        ),
+        &["upstream", "server"],
+    )
+    .expect("valid metric");
+    let server_in_flight = IntGaugeVec::new(
+        server(
+            "postern_upstream_server_in_flight",
+            "Requests being served by each server now.",
+        ),
+        &["upstream", "server"],
+    )
+    .expect("valid metric");
+    let server_healthy = IntGaugeVec::new(
+        server(
+            "postern_upstream_server_healthy",
+            "1 when the server gets requests, 0 when health checks or ejection keep it out.",
+        ),
+        &["upstream", "server"],
+    )
+    .expect("valid metric");
+    let resolution_failures = IntCounterVec::new(
+        server(
+            "postern_upstream_resolution_failures_total",
+            "Failed DNS resolutions of an upstream's host names (the last good addresses stay).",
+        ),
+        &["upstream"],
+    )
+    .expect("valid metric");
     for collector in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(server_requests.clone()),
+        Box::new(server_errors.clone()),
+        Box::new(server_in_flight.clone()),
+        Box::new(server_healthy.clone()),
+        Box::new(resolution_failures.clone()),
         Box::new(request_duration.clone()),
         Box::new(upstream_errors.clone()),
         Box::new(auth_decisions.clone()),
@@ -143,6 +195,11 @@ fn build() -> Metrics {
         connections,
         rate_limited,
         shared_store_errors,
+        server_requests,
+        server_errors,
+        server_in_flight,
+        server_healthy,
+        resolution_failures,
         unrouted: RouteMetrics::new("-"),
     }
 }
@@ -299,5 +356,32 @@ impl UpstreamMetrics {
                     .with_label_values(&[self.upstream.as_str(), kind.label()])
             })
             .inc();
+    }
+}
+
+/// One server's series (labels: upstream name, server address), compiled
+/// into the server.
+#[derive(Debug)]
+pub struct ServerMetrics {
+    pub requests: IntCounter,
+    pub errors: IntCounter,
+    /// Shared by every plan of this server across reloads, so a request
+    /// decided on an older configuration still counts.
+    pub in_flight: IntGauge,
+    pub healthy: IntGauge,
+}
+
+impl ServerMetrics {
+    pub fn new(upstream: &str, server: &str, available: bool) -> Self {
+        let m = metrics();
+        let labels = [upstream, server];
+        let healthy = m.server_healthy.with_label_values(&labels);
+        healthy.set(i64::from(available));
+        ServerMetrics {
+            requests: m.server_requests.with_label_values(&labels),
+            errors: m.server_errors.with_label_values(&labels),
+            in_flight: m.server_in_flight.with_label_values(&labels),
+            healthy,
+        }
     }
 }

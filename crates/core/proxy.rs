@@ -9,8 +9,9 @@
 //!   but a forward is answered here and never reaches an upstream.
 //! request_body_filter: the body read ahead goes first; max_body_size for
 //!   bodies that declare no length.
-//! upstream_peer: the upstream's prebuilt peer.
-//! fail_to_connect / connected_to_upstream: passive health, one retry.
+//! upstream_peer: a server of the upstream's pool (pool.rs), its prebuilt peer.
+//! fail_to_connect / error_while_proxy / connected_to_upstream: passive
+//!   health, failover to the pool's other servers (failover.rs).
 //! upstream_request_filter: canonical target and forwarding headers; a body
 //!   read whole goes with a Content-Length.
 //! response_filter: X-Request-Id, RateLimit headers.
@@ -40,6 +41,7 @@ use crate::auth;
 use crate::client_cert::ClientCertificate;
 use crate::client_timeouts::ClientStream;
 use crate::decision::{decide, Connection, Decision, Forward, Refusal, Seen};
+use crate::failover::Attempts;
 use crate::forwarding::{self, X_REQUEST_ID};
 use crate::metrics::{metrics, RouteMetrics, UpstreamError};
 use crate::rate_limit::Stage;
@@ -73,8 +75,8 @@ pub struct RequestCtx {
     identity: Option<Identity>,
     /// Why the gateway answered itself, for the access log.
     refusal: Option<Cow<'static, str>>,
-    /// Connection attempts retried after a connect failure.
-    retries: u32,
+    /// Which servers this request tried, and the one it is on.
+    attempts: Attempts,
     /// Request body bytes sent on this upstream attempt, for max_body_size.
     body_bytes: u64,
     /// The body read before the upstream was contacted (request_buffer).
@@ -96,7 +98,7 @@ impl ProxyHttp for Gateway {
             forward: None,
             identity: None,
             refusal: None,
-            retries: 0,
+            attempts: Attempts::default(),
             body_bytes: 0,
             pre_read: PreRead::default(),
             limit_decision: None,
@@ -148,8 +150,9 @@ impl ProxyHttp for Gateway {
                 if !self.admit(session, ctx).await? {
                     return Ok(true);
                 }
-                // A known-dead upstream gets a fast 503, not a connect timeout.
-                if !forward.upstream.health.is_available() {
+                // A pool whose every server is known dead gets a fast 503,
+                // not a connect timeout.
+                if !forward.upstream.pool.current().any_available() {
                     ctx.refusal =
                         Some(format!("upstream {} is unhealthy", forward.upstream.name).into());
                     self.answer(session, ctx, ErrorKind::ServiceUnavailable)
@@ -188,11 +191,14 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let forward = ctx.forward.as_ref().ok_or_else(not_forwarding)?;
-        Ok(Box::new(forward.upstream.peer.clone()))
+        let peer =
+            ctx.attempts
+                .next_peer(&forward.upstream, session.req_header(), ctx.seen.client)?;
+        Ok(Box::new(peer))
     }
 
     fn fail_to_connect(
@@ -203,17 +209,40 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(upstream) = ctx.forward.as_ref().map(|f| &f.upstream) {
-            let check = upstream.check.as_ref().map(|c| &c.settings);
-            upstream.health.record_connect_failure(check);
+            let retry = ctx
+                .attempts
+                .connect_failed(upstream, &session.req_header().method);
+            if retry {
+                e.set_retry(true);
+            }
         }
-        // Nothing was sent yet, so an idempotent request may try once more.
-        let idempotent = matches!(
-            session.req_header().method.as_str(),
-            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
-        );
-        if idempotent && ctx.retries == 0 {
-            ctx.retries += 1;
-            e.set_retry(true);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        let upstreams_fault = e.esource() == &ErrorSource::Upstream;
+        match ctx.forward.as_ref().map(|f| &f.upstream) {
+            Some(upstream) if replayable && upstreams_fault => {
+                match ctx.attempts.exchange_failed(upstream) {
+                    Some(true) => e.set_retry(true),
+                    Some(false) => e.set_retry(false),
+                    // No other server: a stale pooled connection may still
+                    // be retried on the same one, as Pingora does.
+                    None => e.retry.decide_reuse(client_reused),
+                }
+            }
+            _ if replayable => e.retry.decide_reuse(client_reused),
+            _ => e.set_retry(false),
         }
         e
     }
@@ -228,10 +257,7 @@ impl ProxyHttp for Gateway {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(upstream) = ctx.forward.as_ref().map(|f| &f.upstream) {
-            let check = upstream.check.as_ref().map(|c| &c.settings);
-            upstream.health.record_connected(check);
-        }
+        ctx.attempts.connected();
         Ok(())
     }
 
@@ -276,6 +302,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.attempts.response_started();
         upstream_response.insert_header(X_REQUEST_ID.as_str(), ctx.request_id.clone())?;
         if let (Some(limit), Some(decision)) = (
             ctx.seen.route.as_ref().and_then(|r| r.limit.as_ref()),
@@ -284,6 +311,21 @@ impl ProxyHttp for Gateway {
             limit.annotate(upstream_response, decision);
         }
         self.edits(ctx).apply(upstream_response)
+    }
+
+    /// The response's last byte is on its way to the client: the server is
+    /// done with this request, for `least_requests`.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if end_of_stream {
+            ctx.attempts.finished();
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(

@@ -176,6 +176,12 @@ pub fn run(snapshot: Snapshot, upgrade: bool) -> Result<std::convert::Infallible
         },
     ));
     server.add_service(pingora::services::background::background_service(
+        "upstream name resolution",
+        crate::resolve::Refresher {
+            snapshot: Arc::clone(&shared),
+        },
+    ));
+    server.add_service(pingora::services::background::background_service(
         "reload on SIGHUP",
         HangupReload {
             reloader: Arc::clone(&reloader),

@@ -51,7 +51,11 @@ pub async fn serve(
         (Service::Metrics, "GET" | "HEAD", _) => {
             // Health is state, not an event: read it as of this scrape.
             for upstream in snapshot.upstreams() {
-                let up = upstream.health.is_available();
+                let servers = upstream.pool.current();
+                for server in &servers.servers {
+                    server.metrics.healthy.set(i64::from(server.is_available()));
+                }
+                let up = servers.any_available();
                 upstream.metrics.healthy.set(i64::from(up));
             }
             if let Some(store) = &snapshot.shared_store {
@@ -74,7 +78,7 @@ pub async fn serve(
             } else {
                 let any_required = snapshot.config.upstreams.iter().any(|u| u.required);
                 let down = if any_required {
-                    required_down(&probe_upstreams(snapshot).await, snapshot)
+                    required_down(&upstream_states(&probe_servers(snapshot).await), snapshot)
                 } else {
                     Vec::new()
                 };
@@ -110,24 +114,37 @@ pub async fn serve(
 
 /// 200 while the gateway serves and every `required` upstream is up; 503
 /// while it drains or a required upstream is down. Every upstream's state is
-/// listed either way, and the shared store's when there is one: a degraded
-/// store limits per instance, which serves, so it never fails the check.
+/// listed either way (up while any of its servers is), and every server's,
+/// and the shared store's when there is one: a degraded store limits per
+/// instance, which serves, so it never fails the check.
 async fn health(snapshot: &Snapshot) -> Reply {
-    let states = probe_upstreams(snapshot).await;
+    let servers = probe_servers(snapshot).await;
+    let states = upstream_states(&servers);
+    let word = |up: bool| Value::from(if up { "up" } else { "down" });
     let upstreams: serde_json::Map<String, Value> = states
         .iter()
-        .map(|(name, up)| (name.clone(), Value::from(if *up { "up" } else { "down" })))
+        .map(|(name, up)| (name.clone(), word(*up)))
+        .collect();
+    let servers: serde_json::Map<String, Value> = servers
+        .iter()
+        .map(|(name, servers)| {
+            let states = servers
+                .iter()
+                .map(|(address, up)| (address.to_string(), word(*up)))
+                .collect::<serde_json::Map<_, _>>();
+            (name.clone(), Value::Object(states))
+        })
         .collect();
     let (status, mut body) = if crate::health::is_draining() {
-        (503, json!({"status": "draining", "upstreams": upstreams}))
+        (503, json!({"status": "draining", "upstreams": upstreams, "servers": servers}))
     } else {
         let down = required_down(&states, snapshot);
         if down.is_empty() {
-            (200, json!({"status": "up", "upstreams": upstreams}))
+            (200, json!({"status": "up", "upstreams": upstreams, "servers": servers}))
         } else {
             (
                 503,
-                json!({"status": "down", "upstreams": upstreams, "required_down": down}),
+                json!({"status": "down", "upstreams": upstreams, "servers": servers, "required_down": down}),
             )
         }
     };
@@ -137,31 +154,48 @@ async fn health(snapshot: &Snapshot) -> Reply {
     Reply::json(status, body)
 }
 
-/// Each upstream's state: actively checked ones as last checked, the others
+type ServerStates = BTreeMap<String, Vec<(std::net::SocketAddr, bool)>>;
+
+/// Each server's state: actively checked ones as last checked, the others
 /// by a TCP connect, in parallel, bounded by a short timeout.
-async fn probe_upstreams(snapshot: &Snapshot) -> BTreeMap<String, bool> {
+async fn probe_servers(snapshot: &Snapshot) -> ServerStates {
     let mut probes = tokio::task::JoinSet::new();
+    let mut states = ServerStates::new();
     for upstream in snapshot.upstreams() {
-        let upstream = Arc::clone(upstream);
-        probes.spawn(async move {
-            let up = if upstream.check.is_some() {
-                upstream.health.is_available()
-            } else {
-                tokio::time::timeout(
-                    Duration::from_millis(500),
-                    tokio::net::TcpStream::connect(upstream.address),
-                )
-                .await
-                .is_ok_and(|c| c.is_ok())
-            };
-            (upstream.name.clone(), up)
-        });
+        states.entry(upstream.name.clone()).or_default();
+        for server in &upstream.pool.current().servers {
+            let server = Arc::clone(server);
+            let name = upstream.name.clone();
+            probes.spawn(async move {
+                let up = if server.check.is_some() {
+                    server.is_available()
+                } else {
+                    tokio::time::timeout(
+                        Duration::from_millis(500),
+                        tokio::net::TcpStream::connect(server.address),
+                    )
+                    .await
+                    .is_ok_and(|c| c.is_ok())
+                };
+                (name, server.address, up)
+            });
+        }
     }
-    let mut states = BTreeMap::new();
-    while let Some(Ok((name, up))) = probes.join_next().await {
-        states.insert(name, up);
+    while let Some(Ok((name, address, up))) = probes.join_next().await {
+        states.entry(name).or_default().push((address, up));
+    }
+    for servers in states.values_mut() {
+        servers.sort();
     }
     states
+}
+
+/// An upstream is up while any of its servers is.
+fn upstream_states(servers: &ServerStates) -> BTreeMap<String, bool> {
+    servers
+        .iter()
+        .map(|(name, servers)| (name.clone(), servers.iter().any(|(_, up)| *up)))
+        .collect()
 }
 
 /// The `required` upstreams that are down, by name.
@@ -188,8 +222,30 @@ fn info(snapshot: &Snapshot, reloader: &Reloader) -> Value {
             })
         })
         .collect();
+    let upstreams: Vec<Value> = snapshot
+        .upstreams()
+        .iter()
+        .map(|u| {
+            let servers: Vec<Value> = u
+                .pool
+                .current()
+                .servers
+                .iter()
+                .map(|s| {
+                    json!({
+                        "address": s.address.to_string(),
+                        "url": s.url,
+                        "state": if s.is_available() { "up" } else { "down" },
+                        "in_flight": s.in_flight(),
+                    })
+                })
+                .collect();
+            json!({"name": u.name, "balance": u.pool.balance.as_str(), "servers": servers})
+        })
+        .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "upstreams": upstreams,
         "uptime_seconds": reloader.started.elapsed().as_secs(),
         "config_file": snapshot.config.file.display().to_string(),
         "overlays": snapshot.config.overlays.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
@@ -224,6 +280,10 @@ pub fn masked_config(config: &Config) -> Value {
             json!({
                 "name": u.name,
                 "url": u.url,
+                "servers": u.servers.iter().map(|s| s.url.as_str()).collect::<Vec<_>>(),
+                "balance": u.balance.as_str(),
+                "hash_key": u.hash_key.as_ref().map(|k| k.to_string()),
+                "resolve_interval_ms": u.resolve_interval.as_millis() as u64,
                 "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
                 "read_timeout_ms": u.read_timeout.as_millis() as u64,
                 "write_timeout_ms": u.write_timeout.as_millis() as u64,

@@ -3,8 +3,8 @@
 //! through an `ArcSwap`, so a reload never blocks them.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderName;
 use pingora::upstreams::peer::HttpPeer;
@@ -17,9 +17,9 @@ use postern_policy::source::Allowlist;
 use rustls::server::danger::ClientCertVerifier;
 
 use crate::client_cert;
-use crate::health::{self, ActiveCheck, UpstreamHealth};
 use crate::metrics::{RouteMetrics, UpstreamMetrics};
 use crate::rate_limit::{self, RouteLimit};
+use crate::pool::{Pool, ServerSet, ServerTemplate};
 use crate::response_headers::RouteHeaders;
 use crate::tls::{self, CertificateTable};
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
@@ -28,15 +28,25 @@ use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 #[derive(Debug)]
 pub struct UpstreamPlan {
     pub name: String,
-    pub address: SocketAddr,
-    /// Address, TLS, SNI, timeouts, CA and client certificate: each request
-    /// gets a clone, as River does; nothing is looked up by name.
-    pub peer: HttpPeer,
-    /// Kept across reloads by name (see [`health::registered`]).
-    pub health: Arc<UpstreamHealth>,
-    /// `[upstreams.NAME.health]`, if configured.
-    pub check: Option<ActiveCheck>,
+    /// Its servers, each with a prebuilt peer, health and metrics: a request
+    /// picks one; nothing is looked up by name.
+    pub pool: Pool,
+    /// `servers` (or `url`) as written, and how to set up a server for one
+    /// of their addresses: for re-resolving host names.
+    pub entries: Vec<postern_config::ServerAddress>,
+    pub template: ServerTemplate,
+    pub connect_timeout: Duration,
+    pub resolve_interval: Duration,
     pub metrics: UpstreamMetrics,
+}
+
+impl UpstreamPlan {
+    /// Whether some entry is a host name (not an IP literal).
+    pub fn resolves_names(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.host.parse::<std::net::IpAddr>().is_err())
+    }
 }
 
 /// What a route does with a request that passed its policies.
@@ -146,19 +156,25 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
 
     let mut pending = Vec::new();
     for u in &config.upstreams {
-        let address = match (u.host.as_str(), u.port)
-            .to_socket_addrs()
-            .map(|mut a| a.next())
-        {
-            Ok(Some(address)) => address,
-            Ok(None) | Err(_) => {
-                diags.error_with_help(
+        let mut resolved = Vec::new();
+        for entry in &u.servers {
+            match crate::resolve::lookup_now(&config.gateway.resolver, &entry.host, entry.port) {
+                Ok(addresses) => resolved.push((entry, addresses)),
+                Err(why) => diags.error_with_help(
                     &u.origin,
-                    format!("upstream {:?}: host {:?} does not resolve", u.name, u.host),
-                    "use an IP address or a name this machine can resolve; names are resolved when the config is loaded",
-                );
-                continue;
+                    format!(
+                        "upstream {:?}: host {:?} does not resolve: {why}",
+                        u.name, entry.host
+                    ),
+                    "use an IP address or a name this machine can resolve; names are resolved when the config is loaded, then every resolve_interval",
+                ),
             }
+        }
+        let Some((_, first)) = resolved.first() else {
+            continue;
+        };
+        let Some(&address) = first.first() else {
+            continue;
         };
         let ca_pem = match u.ca.as_deref().map(read_ca) {
             Some(Ok(pem)) => Some(pem),
@@ -200,16 +216,6 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
             },
             None => None,
         };
-        let check = match &u.health {
-            Some(settings) => match ActiveCheck::new(u, settings, ca_pem.as_deref()) {
-                Ok(check) => Some(check),
-                Err(message) => {
-                    diags.error(&u.origin, format!("upstream {:?}: {message}", u.name));
-                    continue;
-                }
-            },
-            None => None,
-        };
         let mut peer = HttpPeer::new(address, u.scheme == Scheme::Https, u.host.clone());
         peer.options.connection_timeout = Some(u.connect_timeout);
         peer.options.read_timeout = Some(u.read_timeout);
@@ -217,7 +223,30 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         peer.options.idle_timeout = Some(u.idle_timeout);
         peer.options.ca = ca;
         peer.client_cert_key = client_identity;
-        pending.push((u, address, peer, check));
+        let template = ServerTemplate {
+            upstream: u.name.clone(),
+            peer,
+            health: u.health.clone(),
+            ca_pem,
+        };
+        let mut servers = Vec::new();
+        for (entry, addresses) in &resolved {
+            for &address in addresses {
+                if servers
+                    .iter()
+                    .any(|s: &Arc<crate::pool::Server>| s.address == address)
+                {
+                    continue;
+                }
+                match template.server(entry, address) {
+                    Ok(server) => servers.push(server),
+                    Err(message) => {
+                        diags.error(&u.origin, format!("upstream {:?}: {message}", u.name))
+                    }
+                }
+            }
+        }
+        pending.push((u, template, servers));
     }
     let env = |name: &str| std::env::var(name).ok();
     let mut authenticators = HashMap::new();
@@ -246,15 +275,16 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
     }
     let upstreams: HashMap<String, Arc<UpstreamPlan>> = pending
         .into_iter()
-        .map(|(u, address, peer, check)| {
-            let health = health::registered(&u.name);
+        .map(|(u, template, servers)| {
+            let set = ServerSet::new(servers, u.balance);
             let plan = UpstreamPlan {
                 name: u.name.clone(),
-                address,
-                peer,
-                metrics: UpstreamMetrics::new(&u.name, health.is_available()),
-                health,
-                check,
+                metrics: UpstreamMetrics::new(&u.name, set.any_available()),
+                pool: Pool::new(set, u.balance, u.hash_key.clone()),
+                entries: u.servers.clone(),
+                template,
+                connect_timeout: u.connect_timeout,
+                resolve_interval: u.resolve_interval,
             };
             (u.name.clone(), Arc::new(plan))
         })

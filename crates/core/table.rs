@@ -44,6 +44,24 @@ pub fn render(snapshot: &Snapshot) -> String {
             );
         }
     }
+    out.push_str("upstreams (servers: as written -> the addresses they resolve to):\n");
+    for u in snapshot.upstreams() {
+        let balance = match &u.pool.hash_key {
+            Some(key) => format!("{} {key}", u.pool.balance.as_str()),
+            None => u.pool.balance.as_str().to_string(),
+        };
+        let _ = writeln!(out, "  {} ({balance})", u.name);
+        let servers = u.pool.current();
+        for entry in &u.entries {
+            let addresses: Vec<String> = servers
+                .servers
+                .iter()
+                .filter(|s| s.url == entry.url)
+                .map(|s| s.address.to_string())
+                .collect();
+            let _ = writeln!(out, "    {:<40} -> {}", entry.url, addresses.join(", "));
+        }
+    }
     out.push_str("routes (most specific host first, then longest prefix):\n");
     let mut routes: Vec<&Route> = config.routes.iter().collect();
     routes.sort_by_key(|r| {
@@ -77,10 +95,13 @@ pub fn render(snapshot: &Snapshot) -> String {
             .as_ref()
             .map_or_else(|| "*".to_string(), |h| h.to_string());
         let target = match &r.target {
-            RouteTarget::Upstream(u) => {
-                let url = config.upstream(u).map_or("", |up| up.url.as_str());
-                format!("{u} {url}")
-            }
+            RouteTarget::Upstream(u) => match config.upstream(u) {
+                Some(up) if up.servers.len() > 1 => {
+                    format!("{u} ({} servers)", up.servers.len())
+                }
+                Some(up) => format!("{u} {}", up.url),
+                None => u.to_string(),
+            },
             RouteTarget::Nothing => "-".to_string(),
             RouteTarget::Service(service) => format!("service {}", service.name()),
         };

@@ -52,6 +52,8 @@ struct Settings {
     min_version: &'static str,
     strict_sni: bool,
     trusted_proxies: Vec<String>,
+    /// `[gateway] resolver`; empty: left out, so the system's.
+    resolver: Vec<String>,
     /// `[tls] hsts`; None: left out, so the default.
     hsts: Option<&'static str>,
     /// `[tls] client_ca`; None: no client certificates are asked for.
@@ -80,7 +82,7 @@ impl Settings {
 threads = 2
 trusted_proxies = [{trusted}]
 upgrade_socket = '{socket}'
-
+{resolver}
 [[listeners]]
 name = "https"
 address = "127.0.0.1:{tls}"
@@ -101,6 +103,11 @@ strict_sni = {strict}
 {hsts}"#,
             trusted = trusted.join(", "),
             socket = socket.display(),
+            resolver = if self.resolver.is_empty() {
+                String::new()
+            } else {
+                format!("resolver = {:?}\n", self.resolver)
+            },
             min = self.min_version,
             strict = self.strict_sni,
             hsts = self
@@ -169,6 +176,12 @@ impl GatewayBuilder {
     /// `[tls] client_ca`: TLS clients are asked for a certificate from this CA.
     pub fn client_ca(mut self, path: &Path) -> Self {
         self.settings.client_ca = Some(path.to_path_buf());
+        self
+    }
+
+    /// `[gateway] resolver` (the system's unless set).
+    pub fn resolver(mut self, servers: &[&str]) -> Self {
+        self.settings.resolver = servers.iter().map(|c| c.to_string()).collect();
         self
     }
 
@@ -253,6 +266,7 @@ impl Gateway {
                 min_version: "1.2",
                 strict_sni: false,
                 trusted_proxies: Vec::new(),
+                resolver: Vec::new(),
                 hsts: None,
                 client_ca: None,
             },

@@ -8,10 +8,12 @@
 //! * [`h2`]: just enough HTTP/2 for requests and hand-made frames;
 //! * [`prometheus`]: the metrics exposition, read back;
 //! * [`idp`]: an identity provider and signed tokens for the JWT tests;
-//! * [`redis`]: a real redis-server for the shared-store tests.
+//! * [`redis`]: a real redis-server for the shared-store tests;
+//! * [`dns`]: dnsmasq as a real DNS server whose answers a test changes.
 //!
 //! The names most tests use are re-exported here.
 
+pub mod dns;
 pub mod gateway;
 pub mod h2;
 pub mod http1;

@@ -79,6 +79,9 @@ pub struct Gateway {
     pub upgrade_socket: PathBuf,
     /// How long clients may take (`client_header_timeout` and kin).
     pub client_timeouts: ClientTimeouts,
+    /// `resolver`: DNS servers asked for upstream host names; empty: the
+    /// system's (/etc/resolv.conf).
+    pub resolver: Vec<std::net::SocketAddr>,
     /// `shared_store`: the Redis that rate limits and basic-auth backoff are shared through.
     pub shared_store: Option<StoreUrl>,
 }
@@ -186,6 +189,8 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `[upstreams.NAME] idle_timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[upstreams.NAME] resolve_interval`: how often host names are resolved again.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 /// `[upstreams.NAME.health] interval`.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// `[upstreams.NAME.health] timeout`.
@@ -362,14 +367,22 @@ pub enum Scheme {
 pub struct Upstream {
     /// The table's key.
     pub name: String,
-    /// `url`, as written.
+    /// `url`, as written; with `servers`, the first of them.
     pub url: String,
-    /// From the URL's scheme.
+    /// From the URL's scheme; every server of a pool has the same.
     pub scheme: Scheme,
     /// Host name or IP literal (without brackets), used to connect and as SNI.
     pub host: String,
     /// From the URL, or the scheme's default.
     pub port: u16,
+    /// `servers`, or `url` as a pool of one; never empty.
+    pub servers: Vec<ServerAddress>,
+    /// `balance`.
+    pub balance: Balance,
+    /// `hash_key`, only with `balance = "hash"`.
+    pub hash_key: Option<HashKey>,
+    /// `resolve_interval`: host names among the servers are resolved again this often.
+    pub resolve_interval: Duration,
     /// `connect_timeout`.
     pub connect_timeout: Duration,
     /// `read_timeout`.
@@ -389,6 +402,62 @@ pub struct Upstream {
     pub required: bool,
     /// Where the table was written.
     pub origin: Origin,
+}
+
+/// One entry of `[upstreams.NAME] servers` (or its `url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    /// As written.
+    pub url: String,
+    /// Host name or IP literal (without brackets); a name may stand for
+    /// several servers, one per address it resolves to.
+    pub host: String,
+    /// From the URL, or the scheme's default.
+    pub port: u16,
+}
+
+/// `[upstreams.NAME] balance`: how a pool's server is chosen per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// `"round_robin"`: each server in turn.
+    #[default]
+    RoundRobin,
+    /// `"least_requests"`: the server with the fewest requests in flight.
+    LeastRequests,
+    /// `"hash"`: consistent hashing on `hash_key`.
+    Hash,
+}
+
+impl Balance {
+    /// The name as written in gateway.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequests => "least_requests",
+            Balance::Hash => "hash",
+        }
+    }
+}
+
+/// `[upstreams.NAME] hash_key`: what `balance = "hash"` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// `"cookie:NAME"`: the value of that cookie.
+    Cookie(String),
+    /// `"header:NAME"`: the value of that header (name lower-cased).
+    Header(String),
+    /// `"client"`: the client's address (after `trusted_proxies`).
+    Client,
+}
+
+impl std::fmt::Display for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashKey::Cookie(name) => write!(f, "cookie:{name}"),
+            HashKey::Header(name) => write!(f, "header:{name}"),
+            HashKey::Client => f.write_str("client"),
+        }
+    }
 }
 
 /// `[upstreams.NAME.health]`: an active health check.

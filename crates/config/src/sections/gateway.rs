@@ -21,6 +21,7 @@ pub const GATEWAY_KEYS: &[&str] = &[
     "client_body_timeout",
     "keepalive_timeout",
     "shared_store",
+    "resolver",
 ];
 
 impl Reader<'_> {
@@ -35,6 +36,7 @@ impl Reader<'_> {
             upgrade_socket: PathBuf::from(DEFAULT_UPGRADE_SOCKET),
             client_timeouts: ClientTimeouts::default(),
             shared_store: None,
+            resolver: Vec::new(),
         };
         let Some(table) = as_table(node, "[gateway]", self.diags) else {
             return gateway;
@@ -49,6 +51,18 @@ impl Reader<'_> {
                     format!("`threads` = {threads} is out of range"),
                     "use 1 to 1024; one per CPU core is a good start",
                 );
+            }
+        }
+        if let Some((entries, _)) = f.strings("resolver", self.diags) {
+            for (entry, at) in entries {
+                match entry.parse::<std::net::SocketAddr>() {
+                    Ok(address) => gateway.resolver.push(address),
+                    Err(_) => self.diags.error_with_help(
+                        at,
+                        format!("`resolver` entry {entry:?} is not an IP address and port"),
+                        "write e.g. resolver = [\"127.0.0.1:53\"]",
+                    ),
+                }
             }
         }
         if let Some((entries, _)) = f.strings("trusted_proxies", self.diags) {
@@ -146,13 +160,14 @@ mod tests {
         );
         assert_eq!(gateway.client_timeouts, ClientTimeouts::default());
         assert_eq!(gateway.client_timeouts.header, Duration::from_secs(10));
+        assert!(gateway.resolver.is_empty());
     }
 
     #[test]
     fn values_are_read_and_paths_taken_from_the_config_directory() {
         let dir = Dir::new();
         let text = plain(
-            "[gateway]\nthreads = 8\ntrusted_proxies = [\"10.0.0.0/8\"]\naccess_log = \"logs/access.log\"\nmax_header_size = \"64KB\"\nmax_body_size = \"1MB\"\nrequest_buffer = \"0\"\nupgrade_socket = \"run/up.sock\"\nclient_header_timeout = \"5s\"\nclient_body_timeout = \"30s\"\nkeepalive_timeout = \"2m\"\n",
+            "[gateway]\nthreads = 8\ntrusted_proxies = [\"10.0.0.0/8\"]\naccess_log = \"logs/access.log\"\nmax_header_size = \"64KB\"\nmax_body_size = \"1MB\"\nrequest_buffer = \"0\"\nupgrade_socket = \"run/up.sock\"\nclient_header_timeout = \"5s\"\nclient_body_timeout = \"30s\"\nkeepalive_timeout = \"2m\"\nresolver = [\"127.0.0.1:5353\", \"[::1]:53\"]\n",
         );
         let gateway = accepted(dir.load(&text, &[]), "full [gateway]")
             .config
@@ -169,6 +184,13 @@ mod tests {
         assert_eq!(gateway.max_body_size, Some(1 << 20));
         assert_eq!(gateway.request_buffer, 0);
         assert_eq!(gateway.upgrade_socket, dir.path().join("run/up.sock"));
+        assert_eq!(
+            gateway.resolver,
+            [
+                "127.0.0.1:5353".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
         assert_eq!(
             gateway.client_timeouts,
             ClientTimeouts {
@@ -202,6 +224,13 @@ mod tests {
     #[test]
     fn bad_values_in_gateway() {
         run_cases(vec![
+            case(
+                "resolver without a port",
+                plain("[gateway]\nresolver = [\"127.0.0.1\"]\n"),
+                "|\"127.0.0.1\"",
+                "`resolver` entry \"127.0.0.1\" is not an IP address and port",
+                Some("resolver = [\"127.0.0.1:53\"]"),
+            ),
             case(
                 "threads = \"two\"",
                 plain("[gateway]\nthreads = \"two\"\n"),

@@ -21,6 +21,7 @@ mod headers;
 mod jwt;
 pub mod limits;
 pub mod listeners;
+mod pools;
 pub mod routes;
 pub mod tls;
 pub mod upstreams;

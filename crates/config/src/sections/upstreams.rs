@@ -19,6 +19,10 @@ pub const UPSTREAM_KEYS: &[&str] = &[
     "client_key",
     "health",
     "required",
+    "servers",
+    "balance",
+    "hash_key",
+    "resolve_interval",
 ];
 pub const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -47,12 +51,12 @@ impl Reader<'_> {
                 );
             }
             let mut f = Fields::new(t, section.clone(), UPSTREAM_KEYS);
-            let url = f.required_string(
-                "url",
-                &node.origin,
-                "url = \"http://127.0.0.1:8880\"",
-                self.diags,
-            );
+            let url = f.string("url", self.diags);
+            let servers = f.strings("servers", self.diags);
+            let balance = f.string("balance", self.diags);
+            let hash_key = f.string("hash_key", self.diags);
+            let resolve_interval =
+                f.duration("resolve_interval", DEFAULT_RESOLVE_INTERVAL, self.diags);
             let connect_timeout =
                 f.duration("connect_timeout", DEFAULT_CONNECT_TIMEOUT, self.diags);
             let read_timeout = f.duration("read_timeout", DEFAULT_READ_TIMEOUT, self.diags);
@@ -69,12 +73,15 @@ impl Reader<'_> {
                 .and_then(|(t, at)| self.health_check(t, at, &section));
             f.finish(self.diags);
 
-            let Some((scheme, host, port)) = url.and_then(|(url, at)| self.upstream_url(url, at))
-            else {
+            let (balance, hash_key) = self.pool_balance(&section, balance, hash_key);
+            let Some(pool) = self.pool_servers(&section, &node.origin, url, servers) else {
                 self.refused.upstreams.insert(key.name.clone());
                 continue;
             };
-            let url = url.map_or("", |(u, _)| u);
+            let scheme = pool.scheme;
+            let Some(first) = pool.servers.first().cloned() else {
+                continue;
+            };
             let ca = match ca {
                 Some((_, at)) if scheme == Scheme::Http => {
                     self.diags.error_with_help(
@@ -113,10 +120,14 @@ impl Reader<'_> {
             };
             upstreams.push(Upstream {
                 name: key.name.clone(),
-                url: url.to_string(),
+                url: first.url,
                 scheme,
-                host,
-                port,
+                host: first.host,
+                port: first.port,
+                servers: pool.servers,
+                balance,
+                hash_key,
+                resolve_interval,
                 connect_timeout,
                 read_timeout,
                 write_timeout,
@@ -176,7 +187,11 @@ impl Reader<'_> {
     }
 
     /// The scheme, host and port of `url`, which may name nothing else.
-    fn upstream_url(&mut self, url: &str, origin: &Origin) -> Option<(Scheme, String, u16)> {
+    pub(super) fn upstream_url(
+        &mut self,
+        url: &str,
+        origin: &Origin,
+    ) -> Option<(Scheme, String, u16)> {
         let help = "write http://HOST:PORT or https://HOST:PORT, e.g. \"http://127.0.0.1:8880\"";
         let scheme_is = |prefix: &str| {
             url.get(..prefix.len())
@@ -437,7 +452,7 @@ mod tests {
                 "upstream without url",
                 upstream("connect_timeout = \"2s\""),
                 "[upstreams.slow]",
-                "[upstreams.slow] needs `url`",
+                "[upstreams.slow] needs `url` or `servers`",
                 Some("url = \"http://127.0.0.1:8880\""),
             ),
             case(
