@@ -10,7 +10,7 @@ use crate::cross::cross_check;
 use crate::diag::{Diagnostics, Origin};
 use crate::layers::read_layers;
 use crate::model::Config;
-use crate::sections::auth::{BASIC_KEYS, JWT_KEYS};
+use crate::sections::auth::{BASIC_KEYS, INTROSPECTION_KEYS, JWT_KEYS};
 use crate::sections::gateway::GATEWAY_KEYS;
 use crate::sections::listeners::LISTENER_KEYS;
 use crate::sections::routes::ROUTE_KEYS;
@@ -31,6 +31,7 @@ pub fn accepted_keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("[upstreams.NAME.health]", HEALTH_KEYS),
         ("[auth.NAME] type = \"jwt\"", JWT_KEYS),
         ("[auth.NAME] type = \"basic\"", BASIC_KEYS),
+        ("[auth.NAME] type = \"introspection\"", INTROSPECTION_KEYS),
         ("[[routes]]", ROUTE_KEYS),
     ]
 }
@@ -90,6 +91,7 @@ mod tests {
                 "[upstreams.NAME.health]",
                 "[auth.NAME] type = \"jwt\"",
                 "[auth.NAME] type = \"basic\"",
+                "[auth.NAME] type = \"introspection\"",
                 "[[routes]]",
             ]
         );

@@ -147,6 +147,8 @@ pub const DEFAULT_MAX_FAILURES: u32 = 5;
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 /// `[auth.NAME] backoff_max` (basic).
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(900);
+/// `[auth.NAME] cache_ttl` (introspection).
+pub const DEFAULT_INTROSPECTION_CACHE_TTL: Duration = Duration::from_secs(60);
 /// `[auth.NAME] cache_ttl` (basic).
 pub const DEFAULT_AUTH_CACHE_TTL: Duration = Duration::from_secs(60);
 
@@ -383,8 +385,10 @@ pub struct Route {
     pub allow: Option<Allowlist>,
     /// `deny = true`: every request gets 403.
     pub deny: bool,
-    /// A key of `[auth]`.
-    pub auth: Option<String>,
+    /// `auth`: keys of `[auth]`, run in this order; empty: no authentication.
+    pub auth: Vec<String>,
+    /// `require`: claims the verified token must carry.
+    pub require: Option<Require>,
     /// Overrides `[gateway] max_body_size` for this route.
     pub max_body_size: Option<u64>,
     /// `response_headers`: set on every response, replacing any value the
@@ -409,6 +413,15 @@ pub struct Authenticator {
     pub origin: Origin,
 }
 
+/// A route's `require = { CLAIM_PATH = [VALUES] }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Require {
+    /// (dotted claim path, values that must all be in that claim), in file order.
+    pub claims: Vec<(String, Vec<String>)>,
+    /// Where `require` was written.
+    pub origin: Origin,
+}
+
 /// The kind of an authenticator, `type`.
 #[derive(Debug, Clone)]
 pub enum AuthKind {
@@ -416,6 +429,46 @@ pub enum AuthKind {
     Jwt(JwtSettings),
     /// `type = "basic"`.
     Basic(BasicSettings),
+    /// `type = "introspection"`.
+    Introspection(IntrospectionSettings),
+}
+
+impl AuthKind {
+    /// The `type` as written.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuthKind::Jwt(_) => "jwt",
+            AuthKind::Basic(_) => "basic",
+            AuthKind::Introspection(_) => "introspection",
+        }
+    }
+
+    /// Whether a pass comes with token claims a route's `require` can read.
+    pub fn carries_claims(&self) -> bool {
+        match self {
+            AuthKind::Jwt(_) | AuthKind::Introspection(_) => true,
+            AuthKind::Basic(_) => false,
+        }
+    }
+}
+
+/// The settings of a `type = "introspection"` authenticator (RFC 7662).
+#[derive(Debug, Clone)]
+pub struct IntrospectionSettings {
+    /// The IdP's introspection endpoint.
+    pub url: String,
+    /// The gateway's client id at the IdP (HTTP basic user).
+    pub client_id: String,
+    /// The environment variable holding the client secret.
+    pub client_secret_env: String,
+    /// Active tokens must name one of these in `aud`; empty: not checked.
+    pub audiences: Vec<String>,
+    /// The `iss` active tokens must carry, if set.
+    pub issuer: Option<String>,
+    /// The longest an active answer is reused.
+    pub cache_ttl: Duration,
+    /// A PEM CA bundle trusted for the endpoint, beside the system roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// Where a JWT authenticator gets its verification keys.

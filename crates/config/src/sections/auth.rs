@@ -7,6 +7,7 @@ use crate::fields::{as_table, Fields};
 use crate::model::*;
 use crate::tree::{Node, Table, Value};
 
+pub use super::introspection::INTROSPECTION_KEYS;
 pub use super::jwt::JWT_KEYS;
 
 pub const BASIC_KEYS: &[&str] = &[
@@ -45,12 +46,15 @@ impl Reader<'_> {
                 Some(Value::String(k)) if k == "basic" => {
                     self.basic(t, &section, &node.origin).map(AuthKind::Basic)
                 }
+                Some(Value::String(k)) if k == "introspection" => self
+                    .introspection(t, &section, &node.origin)
+                    .map(AuthKind::Introspection),
                 Some(_) => {
                     let at = &t.get("type").expect("matched above").origin;
                     self.diags.error_with_help(
                         at,
                         format!("{section}: unknown `type`"),
-                        "use type = \"jwt\" or type = \"basic\"",
+                        "use type = \"jwt\", type = \"introspection\" or type = \"basic\"",
                     );
                     None
                 }
@@ -58,7 +62,7 @@ impl Reader<'_> {
                     self.diags.error_with_help(
                         &node.origin,
                         format!("{section} needs `type`"),
-                        "add type = \"jwt\" (bearer tokens) or type = \"basic\" (user and password)",
+                        "add type = \"jwt\" (bearer tokens), type = \"introspection\" (opaque tokens, RFC 7662) or type = \"basic\" (user and password)",
                     );
                     None
                 }
@@ -230,7 +234,7 @@ mod tests {
                 plain("[auth.ops]\ntype = \"ldap\"\n"),
                 "type = |\"ldap\"",
                 "unknown `type`",
-                Some("type = \"jwt\" or type = \"basic\""),
+                Some("type = \"jwt\", type = \"introspection\" or type = \"basic\""),
             ),
             case(
                 "authenticator without a type",

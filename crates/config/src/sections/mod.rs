@@ -17,6 +17,7 @@ use crate::tree::Table;
 pub mod auth;
 pub mod gateway;
 mod headers;
+mod introspection;
 mod jwt;
 pub mod listeners;
 pub mod routes;
