@@ -246,7 +246,11 @@ impl JwtAuthenticator {
             .collect();
         Ok((
             Verified {
-                identity: Identity { subject, headers },
+                identity: Identity {
+                    subject,
+                    headers,
+                    claims: Some(Arc::new(claims)),
+                },
                 key,
             },
             exp,

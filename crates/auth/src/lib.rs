@@ -2,12 +2,17 @@
 //!
 //! A route names an `[auth.NAME]`; the gateway asks it for a [`Verdict`] on
 //! the request's credentials and forwards nothing unless it is
-//! [`Verdict::Allow`]. Two kinds exist:
+//! [`Verdict::Allow`]. Three kinds exist:
 //!
 //! * [`jwt::JwtAuthenticator`]: bearer tokens checked against a JWKS (fetched
 //!   and rotated, see [`jwks`]), static public keys, or a shared secret.
+//! * [`introspection::IntrospectionAuthenticator`]: bearer tokens (opaque or
+//!   not) judged by the IdP's RFC 7662 endpoint, answers cached.
 //! * [`basic::BasicAuthenticator`]: user and password against argon2id or
 //!   bcrypt hashes, with a success cache and per-source backoff.
+//!
+//! A route runs an [`chain::AuthChain`]: its authenticators in order, then
+//! its `require` ([`claims::Requirement`]) on the claims they verified.
 //!
 //! [`build`] turns a loaded config's authenticator into one, reporting
 //! problems (unreadable keys, weak hashes, missing secrets) against the
@@ -16,7 +21,10 @@
 pub mod backoff;
 pub mod basic;
 pub mod cache;
+pub mod chain;
+pub mod claims;
 pub mod hashes;
+pub mod introspection;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
@@ -36,6 +44,9 @@ pub struct Identity {
     pub subject: String,
     /// (lower-case header name, value) pairs to set on the forwarded request.
     pub headers: Vec<(String, String)>,
+    /// The verified token's claims (JWT, introspection), shared with the
+    /// cache so `require` reads them without parsing the token again.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Identity {
@@ -43,6 +54,7 @@ impl Identity {
         Identity {
             subject: user,
             headers: Vec::new(),
+            claims: None,
         }
     }
 }
@@ -62,6 +74,14 @@ pub enum Denial {
         /// Why, for the log and the metrics label.
         reason: &'static str,
     },
+    /// 403 with this `WWW-Authenticate` value: authenticated, but the
+    /// token lacks what the route requires.
+    Forbidden {
+        /// The `WWW-Authenticate` value (`error="insufficient_scope"`).
+        challenge: String,
+        /// Why, for the log and the metrics label.
+        reason: &'static str,
+    },
     /// 429 with `Retry-After`.
     TooManyRequests {
         /// How long the source must wait.
@@ -77,6 +97,7 @@ impl Denial {
         match self {
             Denial::BadRequest { reason }
             | Denial::Unauthorized { reason, .. }
+            | Denial::Forbidden { reason, .. }
             | Denial::TooManyRequests { reason, .. } => reason,
         }
     }
@@ -106,6 +127,9 @@ pub struct Credentials<'a> {
     pub cookies: Vec<&'a [u8]>,
     /// The client the gateway decided the request comes from.
     pub client: IpAddr,
+    // A `type = "client_cert"` authenticator adds the connection's verified
+    // client certificate here (filled in core/auth.rs from the TLS session),
+    // with its own `Authenticator` variant: the chain needs nothing more.
 }
 
 /// One `[auth.NAME]` authenticator, built.
@@ -114,6 +138,8 @@ pub enum Authenticator {
     Jwt(Box<jwt::JwtAuthenticator>),
     /// `type = "basic"`.
     Basic(Box<basic::BasicAuthenticator>),
+    /// `type = "introspection"`.
+    Introspection(Box<introspection::IntrospectionAuthenticator>),
 }
 
 impl Authenticator {
@@ -122,6 +148,15 @@ impl Authenticator {
         match self {
             Authenticator::Jwt(a) => a.name(),
             Authenticator::Basic(a) => a.name(),
+            Authenticator::Introspection(a) => a.name(),
+        }
+    }
+
+    /// Whether a pass carries token claims a route's `require` can read.
+    pub fn carries_claims(&self) -> bool {
+        match self {
+            Authenticator::Jwt(_) | Authenticator::Introspection(_) => true,
+            Authenticator::Basic(_) => false,
         }
     }
 
@@ -133,6 +168,7 @@ impl Authenticator {
                     .await
             }
             Authenticator::Basic(a) => a.check(credentials.authorization, credentials.client).await,
+            Authenticator::Introspection(a) => a.check(credentials.authorization).await,
         }
     }
 
@@ -140,7 +176,7 @@ impl Authenticator {
     pub fn owned_headers(&self) -> Vec<String> {
         match self {
             Authenticator::Jwt(a) => a.owned_headers().map(str::to_string).collect(),
-            Authenticator::Basic(_) => Vec::new(),
+            Authenticator::Basic(_) | Authenticator::Introspection(_) => Vec::new(),
         }
     }
 }
@@ -160,7 +196,74 @@ pub fn build(
         AuthKind::Basic(settings) => {
             build_basic(config, settings, diags).map(|a| Authenticator::Basic(Box::new(a)))
         }
+        AuthKind::Introspection(settings) => build_introspection(config, settings, env, diags)
+            .map(|a| Authenticator::Introspection(Box::new(a))),
     }
+}
+
+/// An HTTP client trusting the system roots and, if given, a PEM CA file.
+fn http_client(
+    builder: reqwest::ClientBuilder,
+    ca: Option<&std::path::Path>,
+) -> Option<reqwest::Client> {
+    let mut builder = builder;
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).ok()?;
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) if !certs.is_empty() => {
+                for cert in certs {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            _ => return None,
+        }
+    }
+    builder.build().ok()
+}
+
+fn build_introspection(
+    config: &AuthConfig,
+    settings: &postern_config::IntrospectionSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> Option<introspection::IntrospectionAuthenticator> {
+    let at = &config.origin;
+    let var = &settings.client_secret_env;
+    let Some(secret) = env(var).filter(|s| !s.is_empty()) else {
+        diags.error_with_help(
+            at,
+            format!(
+                "[auth.{}]: environment variable {var} (client_secret_env) is not set",
+                config.name
+            ),
+            format!("export {var} with the client secret the IdP gave client {:?} before starting the gateway", settings.client_id),
+        );
+        return None;
+    };
+    let builder = reqwest::Client::builder()
+        .timeout(introspection::CALL_TIMEOUT)
+        .connect_timeout(introspection::CALL_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none());
+    let Some(client) = http_client(builder, settings.ca.as_deref()) else {
+        diags.error_with_help(
+            at,
+            format!("[auth.{}]: cannot set up the introspection client (is `ca` a PEM certificate file?)", config.name),
+            "give `ca` as a PEM file of the CA that signed the IdP's certificate, or remove it",
+        );
+        return None;
+    };
+    Some(introspection::IntrospectionAuthenticator::new(
+        introspection::IntrospectionSpec {
+            name: config.name.clone(),
+            url: settings.url.clone(),
+            client_id: settings.client_id.clone(),
+            client_secret: secret,
+            audiences: settings.audiences.clone(),
+            issuer: settings.issuer.clone(),
+            cache_ttl: settings.cache_ttl,
+            client,
+        },
+    ))
 }
 
 fn build_jwt(
@@ -176,19 +279,7 @@ fn build_jwt(
         .filter_map(|a| jwt::parse_algorithm(a))
         .collect();
     let remote = |endpoint: jwks::Endpoint| -> Option<jwt::KeySource> {
-        let mut builder = jwks::RemoteKeys::client_builder();
-        if let Some(ca) = &settings.ca {
-            let pem = std::fs::read(ca).ok()?;
-            match reqwest::Certificate::from_pem_bundle(&pem) {
-                Ok(certs) if !certs.is_empty() => {
-                    for cert in certs {
-                        builder = builder.add_root_certificate(cert);
-                    }
-                }
-                _ => return None,
-            }
-        }
-        let client = builder.build().ok()?;
+        let client = http_client(jwks::RemoteKeys::client_builder(), settings.ca.as_deref())?;
         Some(jwt::KeySource::Remote(Arc::new(jwks::RemoteKeys::new(
             &config.name,
             endpoint,
@@ -387,6 +478,7 @@ impl std::fmt::Debug for Authenticator {
         let kind = match self {
             Authenticator::Jwt(_) => "jwt",
             Authenticator::Basic(_) => "basic",
+            Authenticator::Introspection(_) => "introspection",
         };
         write!(f, "Authenticator({kind} {:?})", self.name())
     }
