@@ -1,27 +1,30 @@
 //! The last check before a request is served or forwarded: the route's
-//! authenticator, if it has one. It runs after deny and allow (decision.rs),
-//! so a refused source never costs a password check.
+//! authenticators and `require`, if it has them. It runs after deny and
+//! allow (decision.rs), so a refused source never costs a password check.
 
 use std::net::IpAddr;
 
 use http::header::{AUTHORIZATION, COOKIE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName};
-use postern_auth::{Authenticator, Credentials, Denial, Identity, Verdict};
+use postern_auth::chain::AuthChain;
+use postern_auth::{Credentials, Denial, Identity, Verdict};
 
 use crate::response::ErrorKind;
 
-/// The route's verdict on the request's credentials.
-pub async fn authenticate(
-    auth: &Authenticator,
+/// The route's verdict on the request's credentials; a refusal comes with
+/// the name of the authenticator that gave it.
+pub async fn authenticate<'a>(
+    auth: &'a AuthChain,
     headers: &HeaderMap,
     client: IpAddr,
-) -> Result<Identity, Denial> {
+) -> Result<Identity, (Denial, &'a str)> {
     let mut authorization = headers.get_all(AUTHORIZATION).iter();
     let (first, second) = (authorization.next(), authorization.next());
     if second.is_some() {
-        return Err(Denial::BadRequest {
+        let denial = Denial::BadRequest {
             reason: "more than one Authorization header",
-        });
+        };
+        return Err((denial, auth.name()));
     }
     let credentials = Credentials {
         authorization: first.map(|v| v.as_bytes()),
@@ -31,10 +34,12 @@ pub async fn authenticate(
             .map(|v| v.as_bytes())
             .collect(),
         client,
+        // A client_cert authenticator's certificate goes here, from the session.
     };
-    match auth.check(&credentials).await {
+    let decision = auth.check(&credentials).await;
+    match decision.verdict {
         Verdict::Allow(identity) => Ok(identity),
-        Verdict::Deny(denial) => Err(denial),
+        Verdict::Deny(denial) => Err((denial, decision.by)),
     }
 }
 
@@ -44,6 +49,10 @@ pub fn answer(denial: &Denial) -> (ErrorKind, Option<(HeaderName, String)>) {
         Denial::BadRequest { .. } => (ErrorKind::BadRequest, None),
         Denial::Unauthorized { challenge, .. } => (
             ErrorKind::Unauthorized,
+            Some((WWW_AUTHENTICATE, challenge.clone())),
+        ),
+        Denial::Forbidden { challenge, .. } => (
+            ErrorKind::Forbidden,
             Some((WWW_AUTHENTICATE, challenge.clone())),
         ),
         Denial::TooManyRequests { retry_after, .. } => (

@@ -347,14 +347,14 @@ impl Gateway {
             return Ok(true);
         };
         let client = ctx.seen.client.ok_or_else(not_forwarding)?;
-        let denial =
+        let (denial, by) =
             match auth::authenticate(authenticator, &session.req_header().headers, client).await {
                 Ok(identity) => {
                     route.metrics.auth_allowed();
                     ctx.identity = Some(identity);
                     return Ok(true);
                 }
-                Err(denial) => denial,
+                Err(refusal) => refusal,
             };
         // Reasons are a fixed set of phrases, so the label stays bounded.
         route.metrics.auth_denied(denial.reason());
@@ -367,7 +367,7 @@ impl Gateway {
             denial.reason(),
             self.listener,
             route.name,
-            authenticator.name(),
+            by,
             client,
             request_id_str(ctx),
         );

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use pingora::upstreams::peer::HttpPeer;
+use postern_auth::chain::AuthChain;
+use postern_auth::claims::Requirement;
 use postern_auth::Authenticator;
 use postern_config::{Config, Diagnostics, ListenerKind, RouteTarget, Scheme, Service};
 use postern_policy::hostmap::HostMap;
@@ -54,7 +56,8 @@ pub struct RoutePlan {
     /// Double encoding (`%25` and two hex digits) is forwarded, not refused.
     pub allow_encoded_percent: bool,
     pub allow: Option<Allowlist>,
-    pub auth: Option<Arc<Authenticator>>,
+    /// `auth` and `require`: None when the route authenticates nobody.
+    pub auth: Option<Arc<AuthChain>>,
     /// Largest request body forwarded; None: unlimited.
     pub max_body_size: Option<u64>,
     /// `response_headers` and `remove_response_headers`.
@@ -253,7 +256,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 strip_prefix: r.strip_prefix,
                 allow_encoded_percent: r.allow_encoded_percent,
                 allow: r.allow.clone(),
-                auth: r.auth.as_ref().and_then(|a| authenticators.get(a).cloned()),
+                auth: route_chain(r, &authenticators),
                 max_body_size: r.max_body_size.or(config.gateway.max_body_size),
                 response_headers: RouteHeaders {
                     set: r.response_headers.clone(),
@@ -378,4 +381,18 @@ fn sorted(upstreams: HashMap<String, Arc<UpstreamPlan>>) -> Vec<Arc<UpstreamPlan
     let mut all: Vec<_> = upstreams.into_values().collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
     all
+}
+/// The route's authenticators in order, with its compiled `require`. Every
+/// name was checked by the loader; one that did not build fails the load.
+fn route_chain(
+    route: &postern_config::Route,
+    authenticators: &HashMap<String, Arc<Authenticator>>,
+) -> Option<Arc<AuthChain>> {
+    let steps = route
+        .auth
+        .iter()
+        .filter_map(|a| authenticators.get(a).cloned())
+        .collect();
+    let require = route.require.as_ref().map(|r| Requirement::new(&r.claims));
+    AuthChain::new(steps, require).map(Arc::new)
 }
