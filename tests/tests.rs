@@ -10,6 +10,7 @@ mod support;
 mod access_log;
 mod auth_basic;
 mod auth_jwt;
+mod authz;
 mod check;
 mod demo;
 mod deploy;

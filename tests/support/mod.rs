@@ -7,7 +7,8 @@
 //! * [`tls_client`]: the TLS side of that client (SNI, ALPN, versions);
 //! * [`h2`]: just enough HTTP/2 for requests and hand-made frames;
 //! * [`prometheus`]: the metrics exposition, read back;
-//! * [`idp`]: an identity provider and signed tokens for the JWT tests.
+//! * [`idp`]: an identity provider and signed tokens for the JWT tests;
+//! * [`oidc`]: a real OpenID provider (oidc-provider, run by Node.js).
 //!
 //! The names most tests use are re-exported here.
 
@@ -15,6 +16,7 @@ pub mod gateway;
 pub mod h2;
 pub mod http1;
 pub mod idp;
+pub mod oidc;
 pub mod pki;
 pub mod prometheus;
 pub mod tls_client;
