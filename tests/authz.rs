@@ -139,6 +139,13 @@ path_prefix = "/metrics"
 service = "metrics"
 listeners = ["ops"]
 allow = ["loopback"]
+
+[[routes]]
+name = "admin"
+path_prefix = "/admin"
+service = "admin"
+listeners = ["ops"]
+allow = ["loopback"]
 "#,
             upstream = upstream("data", data.local_addr(), ""),
             introspection = idp.introspection_url(),
@@ -382,6 +389,33 @@ async fn introspection_passes_active_tokens_and_refuses_inactive_and_foreign_one
     )
     .await;
     assert_eq!(env.decisions("opaque", "deny", "token inactive").await, 1.0);
+
+    // /config names the secret's variable, never the secret.
+    let config = env
+        .gw
+        .send_plain(
+            env.gw.plain_port,
+            "GET /admin/config HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+    assert_eq!(config.status, 200, "{}", config.text());
+    let text = config.text();
+    assert!(
+        !text.contains(INTROSPECTION_CLIENT.1),
+        "the secret is shown: {text}"
+    );
+    let opaque = config.json()["auth"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "opaque").cloned())
+        .expect("[auth.opaque] in /config");
+    assert_eq!(opaque["client_secret_env"], SECRET_ENV, "{opaque}");
+    assert_eq!(opaque["client_secret"], "***", "{opaque}");
+    let log = format!("{}{}", env.gw.stdout(), env.gw.stderr());
+    assert!(
+        !log.contains(INTROSPECTION_CLIENT.1),
+        "the secret is logged"
+    );
+    assert!(!log.contains(&active), "a token is logged");
 }
 
 #[tokio::test]

@@ -136,6 +136,7 @@ mod tests {
                 "postern-admin",
                 "postern-health",
                 "postern-metrics",
+                "setup",
                 "well-known",
             ]
         );

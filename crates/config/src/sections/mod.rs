@@ -20,6 +20,7 @@ mod headers;
 mod introspection;
 mod jwt;
 pub mod listeners;
+mod route_auth;
 pub mod routes;
 pub mod tls;
 pub mod upstreams;
