@@ -141,8 +141,8 @@ listeners = ["ops"]
 allow = ["loopback"]
 
 [[routes]]
-name = "admin"
-path_prefix = "/admin"
+name = "postern-admin"
+path_prefix = "/_postern"
 service = "admin"
 listeners = ["ops"]
 allow = ["loopback"]
@@ -395,7 +395,7 @@ async fn introspection_passes_active_tokens_and_refuses_inactive_and_foreign_one
         .gw
         .send_plain(
             env.gw.plain_port,
-            "GET /admin/config HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            "GET /_postern/config HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         )
         .await;
     assert_eq!(config.status, 200, "{}", config.text());
