@@ -428,6 +428,7 @@ const SHIPPED_ROUTES: &[&str] = &[
     "postern-admin",
     "postern-health",
     "postern-metrics",
+    "setup",
     "well-known",
 ];
 
@@ -665,6 +666,20 @@ fn authenticator_problems() {
     let jwt = |body: &str| plain(&format!("[auth.idp]\ntype = \"jwt\"\n{body}"));
     run_cases(vec![
         case(
+            "require on a basic-auth route",
+            plain("[auth.ops]\ntype = \"basic\"\nusers = { admin = \"$argon2id$v=19$m=19456,t=2,p=1$pVqmGEuwUbCGmUrK2XnzAA$+g3Q/xr5JxVS9OCH7lnqvtN89TjolZHHgpvVD9SzuPc\" }\n\n[[routes]]\nname = \"r\"\nupstream = \"data\"\nauth = \"ops\"\nrequire = { scope = [\"$SETUP\"] }\n"),
+            "require = |{",
+            "route \"r\" has `require`, but only \"ops\" (basic): no authenticator of it carries token claims",
+            Some("add a type = \"jwt\" or type = \"introspection\" authenticator to the route's `auth`, or remove `require`"),
+        ),
+        case(
+            "introspection secret not in the environment",
+            plain("[auth.opaque]\ntype = \"introspection\"\nintrospection_url = \"https://idp.example.com/introspect\"\nclient_id = \"postern\"\nclient_secret_env = \"POSTERN_TEST_UNSET_SECRET\"\n"),
+            "|[auth.opaque]",
+            "[auth.opaque]: environment variable POSTERN_TEST_UNSET_SECRET (client_secret_env) is not set",
+            Some("export POSTERN_TEST_UNSET_SECRET"),
+        ),
+        case(
             "basic auth without accounts",
             plain("[auth.ops]\ntype = \"basic\"\nrealm = \"management\"\n"),
             "|[auth.ops]",
@@ -697,7 +712,7 @@ fn authenticator_problems() {
             plain("[auth.ops]\ntype = \"ldap\"\n"),
             "type = |\"ldap\"",
             "unknown `type`",
-            Some("type = \"jwt\", type = \"basic\" or type = \"client_cert\""),
+            Some("type = \"jwt\", type = \"introspection\", type = \"basic\" or type = \"client_cert\""),
         ),
         case(
             "route names an undefined authenticator",

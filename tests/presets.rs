@@ -164,6 +164,25 @@ async fn domino_path_preset_enforces_the_spec_table() {
         (200, "data".into()),
         "Domino's cookie"
     );
+    // The setup API needs the $SETUP scope on top (403 insufficient_scope).
+    let r = send("/api/setup-v1/schema", bearer()).await;
+    assert_eq!(r.status, 403, "a token without $SETUP");
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.contains("error=\"insufficient_scope\"")),
+        "{:?}",
+        r.headers
+    );
+    let setup = key.sign(&json!({
+        "iss": "Domino", "aud": "Domino", "sub": "alice", "exp": now() + 600,
+        "scope": "MAIL $DATA $SETUP",
+    }));
+    let r = send(
+        "/api/setup-v1/schema",
+        vec![("Authorization", format!("Bearer {setup}"))],
+    )
+    .await;
+    assert_eq!((r.status, backend(&r)), (200, "data".into()), "with $SETUP");
     for open in [
         "/api/v1/auth",
         "/.well-known/jwks.json",

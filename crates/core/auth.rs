@@ -1,29 +1,32 @@
 //! The last check before a request is served or forwarded: the route's
-//! authenticator, if it has one. It runs after deny and allow (decision.rs),
-//! so a refused source never costs a password check.
+//! authenticators and `require`, if it has them. It runs after deny and
+//! allow (decision.rs), so a refused source never costs a password check.
 
 use std::net::IpAddr;
 
 use http::header::{AUTHORIZATION, COOKIE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName};
+use postern_auth::chain::AuthChain;
 use postern_auth::client_cert::PresentedCertificate;
-use postern_auth::{Authenticator, Credentials, Denial, Identity, Verdict};
+use postern_auth::{Credentials, Denial, Identity, Verdict};
 
 use crate::response::ErrorKind;
 
-/// The route's verdict on the request's credentials.
-pub async fn authenticate(
-    auth: &Authenticator,
+/// The route's verdict on the request's credentials; a refusal comes with
+/// the name of the authenticator that gave it.
+pub async fn authenticate<'a>(
+    auth: &'a AuthChain,
     headers: &HeaderMap,
     client: IpAddr,
     client_certificate: Option<&PresentedCertificate>,
-) -> Result<Identity, Denial> {
+) -> Result<Identity, (Denial, &'a str)> {
     let mut authorization = headers.get_all(AUTHORIZATION).iter();
     let (first, second) = (authorization.next(), authorization.next());
     if second.is_some() {
-        return Err(Denial::BadRequest {
+        let denial = Denial::BadRequest {
             reason: "more than one Authorization header",
-        });
+        };
+        return Err((denial, auth.name()));
     }
     let credentials = Credentials {
         authorization: first.map(|v| v.as_bytes()),
@@ -35,9 +38,10 @@ pub async fn authenticate(
         client,
         client_certificate,
     };
-    match auth.check(&credentials).await {
+    let decision = auth.check(&credentials).await;
+    match decision.verdict {
         Verdict::Allow(identity) => Ok(identity),
-        Verdict::Deny(denial) => Err(denial),
+        Verdict::Deny(denial) => Err((denial, decision.by)),
     }
 }
 

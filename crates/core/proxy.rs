@@ -497,13 +497,14 @@ impl Gateway {
         let connection = self.connection(session);
         let presented = connection.client_certificate.map(|c| &c.presented);
         let headers = &session.req_header().headers;
-        let denial = match auth::authenticate(authenticator, headers, client, presented).await {
+        let (denial, by) = match auth::authenticate(authenticator, headers, client, presented).await
+        {
             Ok(identity) => {
                 route.metrics.auth_allowed();
                 ctx.identity = Some(identity);
                 return Ok(true);
             }
-            Err(denial) => denial,
+            Err(refusal) => refusal,
         };
         // Reasons are a fixed set of phrases, so the label stays bounded.
         route.metrics.auth_denied(denial.reason());
@@ -516,7 +517,7 @@ impl Gateway {
             denial.reason(),
             self.listener,
             route.name,
-            authenticator.name(),
+            by,
             client,
             request_id_str(ctx),
         );

@@ -136,11 +136,17 @@ async fn health(snapshot: &Snapshot) -> Reply {
         })
         .collect();
     let (status, mut body) = if crate::health::is_draining() {
-        (503, json!({"status": "draining", "upstreams": upstreams, "servers": servers}))
+        (
+            503,
+            json!({"status": "draining", "upstreams": upstreams, "servers": servers}),
+        )
     } else {
         let down = required_down(&states, snapshot);
         if down.is_empty() {
-            (200, json!({"status": "up", "upstreams": upstreams, "servers": servers}))
+            (
+                200,
+                json!({"status": "up", "upstreams": upstreams, "servers": servers}),
+            )
         } else {
             (
                 503,
@@ -312,6 +318,13 @@ pub fn masked_config(config: &Config) -> Value {
                     "cookie": j.cookie, "claims_to_headers": j.claims_to_headers,
                 })
             }
+            // The secret itself is never shown: only the variable it comes from.
+            AuthKind::Introspection(i) => json!({
+                "name": a.name, "type": "introspection", "introspection_url": i.url,
+                "client_id": i.client_id, "client_secret_env": i.client_secret_env,
+                "client_secret": MASK, "audiences": i.audiences, "issuer": i.issuer,
+                "cache_ttl_seconds": i.cache_ttl.as_secs(),
+            }),
             AuthKind::Basic(b) => json!({
                 "name": a.name, "type": "basic", "realm": b.realm,
                 "users": b.users.iter().map(|u| (u.user.clone(), Value::from(MASK))).collect::<serde_json::Map<_, _>>(),
@@ -345,6 +358,7 @@ pub fn masked_config(config: &Config) -> Value {
                 "auth": r.auth,
                 "forward_client_cert": r.forward_client_cert,
                 "limit": r.limit,
+                "require": r.require.as_ref().map(|q| q.claims.iter().map(|(p, v)| (p.clone(), Value::from(v.clone()))).collect::<serde_json::Map<_, _>>()),
                 "listeners": r.listeners,
                 "response_headers": r.response_headers.iter()
                     .map(|(n, v)| (n.to_string(), Value::from(String::from_utf8_lossy(v.as_bytes()))))

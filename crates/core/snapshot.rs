@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use http::HeaderName;
 use pingora::upstreams::peer::HttpPeer;
+use postern_auth::chain::AuthChain;
+use postern_auth::claims::Requirement;
 use postern_auth::Authenticator;
 use postern_config::{Config, Diagnostics, ListenerKind, RouteTarget, Scheme, Service};
 use postern_policy::hostmap::HostMap;
@@ -18,8 +20,8 @@ use rustls::server::danger::ClientCertVerifier;
 
 use crate::client_cert;
 use crate::metrics::{RouteMetrics, UpstreamMetrics};
-use crate::rate_limit::{self, RouteLimit};
 use crate::pool::{Pool, ServerSet, ServerTemplate};
+use crate::rate_limit::{self, RouteLimit};
 use crate::response_headers::RouteHeaders;
 use crate::tls::{self, CertificateTable};
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
@@ -68,7 +70,8 @@ pub struct RoutePlan {
     /// Double encoding (`%25` and two hex digits) is forwarded, not refused.
     pub allow_encoded_percent: bool,
     pub allow: Option<Allowlist>,
-    pub auth: Option<Arc<Authenticator>>,
+    /// `auth` and `require`: None when the route authenticates nobody.
+    pub auth: Option<Arc<AuthChain>>,
     /// The verified client certificate goes upstream (RFC 9440).
     pub forward_client_cert: bool,
     /// `limit`: the route's `[limits]` entry, compiled.
@@ -310,7 +313,7 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
                 strip_prefix: r.strip_prefix,
                 allow_encoded_percent: r.allow_encoded_percent,
                 allow: r.allow.clone(),
-                auth: r.auth.as_ref().and_then(|a| authenticators.get(a).cloned()),
+                auth: route_chain(r, &authenticators),
                 forward_client_cert: r.forward_client_cert,
                 limit: r
                     .limit
@@ -448,4 +451,18 @@ fn sorted(upstreams: HashMap<String, Arc<UpstreamPlan>>) -> Vec<Arc<UpstreamPlan
     let mut all: Vec<_> = upstreams.into_values().collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
     all
+}
+/// The route's authenticators in order, with its compiled `require`. Every
+/// name was checked by the loader; one that did not build fails the load.
+fn route_chain(
+    route: &postern_config::Route,
+    authenticators: &HashMap<String, Arc<Authenticator>>,
+) -> Option<Arc<AuthChain>> {
+    let steps = route
+        .auth
+        .iter()
+        .filter_map(|a| authenticators.get(a).cloned())
+        .collect();
+    let require = route.require.as_ref().map(|r| Requirement::new(&r.claims));
+    AuthChain::new(steps, require).map(Arc::new)
 }

@@ -117,14 +117,14 @@ pub fn render(snapshot: &Snapshot) -> String {
         if let Some(allow) = &r.allow {
             policy.push(format!("allow {allow}"));
         }
-        if let Some(auth) = r.auth.as_ref().filter(|_| !r.deny) {
-            let kind = match config.authenticator(auth).map(|a| &a.kind) {
-                Some(postern_config::AuthKind::Jwt(_)) => "jwt",
-                Some(postern_config::AuthKind::Basic(_)) => "basic",
-                Some(postern_config::AuthKind::ClientCert(_)) => "client_cert",
-                None => "?",
-            };
-            policy.push(format!("{kind} {auth}"));
+        if !r.deny {
+            for auth in &r.auth {
+                let kind = config.authenticator(auth).map_or("?", |a| a.kind.name());
+                policy.push(format!("{kind} {auth}"));
+            }
+            if r.require.is_some() {
+                policy.push("require".to_string());
+            }
         }
         if policy.is_empty() {
             policy.push("open".to_string());

@@ -9,7 +9,8 @@
 //! * [`prometheus`]: the metrics exposition, read back;
 //! * [`idp`]: an identity provider and signed tokens for the JWT tests;
 //! * [`redis`]: a real redis-server for the shared-store tests;
-//! * [`dns`]: dnsmasq as a real DNS server whose answers a test changes.
+//! * [`dns`]: dnsmasq as a real DNS server whose answers a test changes;
+//! * [`oidc`]: a real OpenID provider (oidc-provider, run by Node.js).
 //!
 //! The names most tests use are re-exported here.
 
@@ -18,6 +19,7 @@ pub mod gateway;
 pub mod h2;
 pub mod http1;
 pub mod idp;
+pub mod oidc;
 pub mod pki;
 pub mod prometheus;
 pub mod redis;

@@ -6,10 +6,15 @@
 //!
 //! * [`jwt::JwtAuthenticator`]: bearer tokens checked against a JWKS (fetched
 //!   and rotated, see [`jwks`]), static public keys, or a shared secret.
+//! * [`introspection::IntrospectionAuthenticator`]: bearer tokens (opaque or
+//!   not) judged by the IdP's RFC 7662 endpoint, answers cached.
 //! * [`basic::BasicAuthenticator`]: user and password against argon2id or
 //!   bcrypt hashes, with a success cache and per-source backoff.
 //! * [`client_cert::ClientCertAuthenticator`]: the TLS client certificate
 //!   verified during the handshake, by subject or SAN.
+//!
+//! A route runs an [`chain::AuthChain`]: its authenticators in order, then
+//! its `require` ([`claims::Requirement`]) on the claims they verified.
 //!
 //! [`build`] turns a loaded config's authenticator into one, reporting
 //! problems (unreadable keys, weak hashes, missing secrets) against the
@@ -18,8 +23,11 @@
 pub mod backoff;
 pub mod basic;
 pub mod cache;
+pub mod chain;
+pub mod claims;
 pub mod client_cert;
 pub mod hashes;
+pub mod introspection;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
@@ -39,8 +47,9 @@ pub struct Identity {
     pub subject: String,
     /// (lower-case header name, value) pairs to set on the forwarded request.
     pub headers: Vec<(String, String)>,
-    /// A JWT's verified claims, for limits keyed by a claim (`key = "claim:NAME"`); shared
-    /// with the token cache, so no copy per request.
+    /// The verified token's claims (JWT, introspection), shared with the
+    /// cache so `require` and `claim:` rate-limit keys read them without
+    /// parsing the token again.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
@@ -140,6 +149,8 @@ pub enum Authenticator {
     Basic(Box<basic::BasicAuthenticator>),
     /// `type = "client_cert"`.
     ClientCert(Box<client_cert::ClientCertAuthenticator>),
+    /// `type = "introspection"`.
+    Introspection(Box<introspection::IntrospectionAuthenticator>),
 }
 
 impl Authenticator {
@@ -149,6 +160,16 @@ impl Authenticator {
             Authenticator::Jwt(a) => a.name(),
             Authenticator::Basic(a) => a.name(),
             Authenticator::ClientCert(a) => a.name(),
+            Authenticator::Introspection(a) => a.name(),
+        }
+    }
+
+    /// Whether a pass carries token claims a route's `require` can read.
+    pub fn carries_claims(&self) -> bool {
+        match self {
+            Authenticator::Jwt(_) | Authenticator::Introspection(_) => true,
+            Authenticator::Basic(_) => false,
+            Authenticator::ClientCert(_) => false,
         }
     }
 
@@ -161,6 +182,7 @@ impl Authenticator {
             }
             Authenticator::Basic(a) => a.check(credentials.authorization, credentials.client).await,
             Authenticator::ClientCert(a) => a.check(credentials.client_certificate),
+            Authenticator::Introspection(a) => a.check(credentials.authorization).await,
         }
     }
 
@@ -168,7 +190,7 @@ impl Authenticator {
     pub fn owned_headers(&self) -> Vec<String> {
         match self {
             Authenticator::Jwt(a) => a.owned_headers().map(str::to_string).collect(),
-            Authenticator::Basic(_) => Vec::new(),
+            Authenticator::Basic(_) | Authenticator::Introspection(_) => Vec::new(),
             Authenticator::ClientCert(a) => a.owned_headers().map(str::to_string).collect(),
         }
     }
@@ -197,7 +219,74 @@ pub fn build(
                 claims_to_headers: settings.claims_to_headers.clone(),
             }),
         ))),
+        AuthKind::Introspection(settings) => build_introspection(config, settings, env, diags)
+            .map(|a| Authenticator::Introspection(Box::new(a))),
     }
+}
+
+/// An HTTP client trusting the system roots and, if given, a PEM CA file.
+fn http_client(
+    builder: reqwest::ClientBuilder,
+    ca: Option<&std::path::Path>,
+) -> Option<reqwest::Client> {
+    let mut builder = builder;
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).ok()?;
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) if !certs.is_empty() => {
+                for cert in certs {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            _ => return None,
+        }
+    }
+    builder.build().ok()
+}
+
+fn build_introspection(
+    config: &AuthConfig,
+    settings: &postern_config::IntrospectionSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> Option<introspection::IntrospectionAuthenticator> {
+    let at = &config.origin;
+    let var = &settings.client_secret_env;
+    let Some(secret) = env(var).filter(|s| !s.is_empty()) else {
+        diags.error_with_help(
+            at,
+            format!(
+                "[auth.{}]: environment variable {var} (client_secret_env) is not set",
+                config.name
+            ),
+            format!("export {var} with the client secret the IdP gave client {:?} before starting the gateway", settings.client_id),
+        );
+        return None;
+    };
+    let builder = reqwest::Client::builder()
+        .timeout(introspection::CALL_TIMEOUT)
+        .connect_timeout(introspection::CALL_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none());
+    let Some(client) = http_client(builder, settings.ca.as_deref()) else {
+        diags.error_with_help(
+            at,
+            format!("[auth.{}]: cannot set up the introspection client (is `ca` a PEM certificate file?)", config.name),
+            "give `ca` as a PEM file of the CA that signed the IdP's certificate, or remove it",
+        );
+        return None;
+    };
+    Some(introspection::IntrospectionAuthenticator::new(
+        introspection::IntrospectionSpec {
+            name: config.name.clone(),
+            url: settings.url.clone(),
+            client_id: settings.client_id.clone(),
+            client_secret: secret,
+            audiences: settings.audiences.clone(),
+            issuer: settings.issuer.clone(),
+            cache_ttl: settings.cache_ttl,
+            client,
+        },
+    ))
 }
 
 fn build_jwt(
@@ -213,19 +302,7 @@ fn build_jwt(
         .filter_map(|a| jwt::parse_algorithm(a))
         .collect();
     let remote = |endpoint: jwks::Endpoint| -> Option<jwt::KeySource> {
-        let mut builder = jwks::RemoteKeys::client_builder();
-        if let Some(ca) = &settings.ca {
-            let pem = std::fs::read(ca).ok()?;
-            match reqwest::Certificate::from_pem_bundle(&pem) {
-                Ok(certs) if !certs.is_empty() => {
-                    for cert in certs {
-                        builder = builder.add_root_certificate(cert);
-                    }
-                }
-                _ => return None,
-            }
-        }
-        let client = builder.build().ok()?;
+        let client = http_client(jwks::RemoteKeys::client_builder(), settings.ca.as_deref())?;
         Some(jwt::KeySource::Remote(Arc::new(jwks::RemoteKeys::new(
             &config.name,
             endpoint,
@@ -425,6 +502,7 @@ impl std::fmt::Debug for Authenticator {
             Authenticator::Jwt(_) => "jwt",
             Authenticator::Basic(_) => "basic",
             Authenticator::ClientCert(_) => "client_cert",
+            Authenticator::Introspection(_) => "introspection",
         };
         write!(f, "Authenticator({kind} {:?})", self.name())
     }

@@ -184,7 +184,7 @@ fn routes(config: &Config, refused: &Refused, diags: &mut Diagnostics) {
                 );
             }
         }
-        if let Some(a) = &route.auth {
+        for a in &route.auth {
             if config.authenticator(a).is_none() && !refused.auth.contains(a) {
                 let known: Vec<&str> = config.auth.iter().map(|a| a.name.as_str()).collect();
                 let help = match nearest(a, known.iter().copied()) {
@@ -203,15 +203,18 @@ fn routes(config: &Config, refused: &Refused, diags: &mut Diagnostics) {
                     help,
                 );
             }
-            if route.deny {
-                diags.warning(
-                    &route.origin,
-                    format!(
-                        "route {:?} has deny = true, so its `auth` is never used",
-                        route.name
-                    ),
-                );
-            }
+        }
+        if !route.auth.is_empty() && route.deny {
+            diags.warning(
+                &route.origin,
+                format!(
+                    "route {:?} has deny = true, so its `auth` is never used",
+                    route.name
+                ),
+            );
+        }
+        if let Some(require) = &route.require {
+            check_require(config, route, require, refused, diags);
         }
         route_limit(config, route, refused, diags);
         let serving = serving_listeners(config, route, refused, diags);
@@ -265,13 +268,10 @@ fn route_limit(config: &Config, route: &Route, refused: &Refused, diags: &mut Di
     if let LimitKey::Claim(claim) = &limit.key {
         let jwt = route
             .auth
-            .as_deref()
-            .and_then(|a| config.authenticator(a))
-            .is_some_and(|a| matches!(a.kind, AuthKind::Jwt(_)));
-        let auth_refused = route
-            .auth
-            .as_ref()
-            .is_some_and(|a| refused.auth.contains(a));
+            .iter()
+            .filter_map(|a| config.authenticator(a))
+            .any(|a| a.kind.carries_claims());
+        let auth_refused = route.auth.iter().any(|a| refused.auth.contains(a));
         if !jwt && !auth_refused {
             diags.error_with_help(
                 &route.origin,
@@ -343,6 +343,46 @@ fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
         wild.ip().is_unspecified() && (wild.is_ipv6() || other.is_ipv4())
     };
     covers(a, b) || covers(b, a)
+}
+
+/// `require` reads token claims: some authenticator of the route must carry them.
+fn check_require(
+    config: &Config,
+    route: &Route,
+    require: &Require,
+    refused: &Refused,
+    diags: &mut Diagnostics,
+) {
+    if route.auth.iter().any(|a| refused.auth.contains(a)) {
+        return; // already reported; its kind is unknown
+    }
+    let kinds: Vec<&AuthKind> = route
+        .auth
+        .iter()
+        .filter_map(|a| config.authenticator(a).map(|a| &a.kind))
+        .collect();
+    if kinds.iter().any(|k| k.carries_claims()) {
+        return;
+    }
+    let has = if route.auth.is_empty() {
+        "no `auth`".to_string()
+    } else {
+        let named: Vec<String> = route
+            .auth
+            .iter()
+            .zip(&kinds)
+            .map(|(a, k)| format!("{a:?} ({})", k.name()))
+            .collect();
+        format!("only {}", named.join(", "))
+    };
+    diags.error_with_help(
+        &require.origin,
+        format!(
+            "route {:?} has `require`, but {has}: no authenticator of it carries token claims",
+            route.name
+        ),
+        "add a type = \"jwt\" or type = \"introspection\" authenticator to the route's `auth`, or remove `require`",
+    );
 }
 
 #[cfg(test)]
@@ -458,6 +498,27 @@ mod tests {
                 "[[routes]]",
                 "route \"r\" names listener \"management\", which is not defined",
                 Some("the listeners are: web"),
+            ),
+            case(
+                "require on a basic-auth route",
+                plain("[auth.ops]\ntype = \"basic\"\nusers = { admin = \"x\" }\n\n[[routes]]\nname = \"r\"\nupstream = \"data\"\nauth = \"ops\"\nrequire = { scope = [\"x\"] }\n"),
+                "require = |{",
+                "route \"r\" has `require`, but only \"ops\" (basic): no authenticator of it carries token claims",
+                Some("add a type = \"jwt\" or type = \"introspection\" authenticator"),
+            ),
+            case(
+                "require on a route without auth",
+                plain("[[routes]]\nname = \"r\"\nupstream = \"data\"\nrequire = { scope = [\"x\"] }\n"),
+                "require = |{",
+                "route \"r\" has `require`, but no `auth`: no authenticator of it carries token claims",
+                Some("or remove `require`"),
+            ),
+            case(
+                "one of two authenticators undefined",
+                plain("[auth.ops]\ntype = \"basic\"\nusers = { admin = \"x\" }\n\n[[routes]]\nname = \"r\"\nupstream = \"data\"\nauth = [\"ops\", \"idp\"]\n"),
+                "|[[routes]]",
+                "route \"r\" names authenticator \"idp\", which is not defined",
+                Some("the authenticators are: ops"),
             ),
             case(
                 "route names an undefined authenticator",

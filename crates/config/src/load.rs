@@ -10,7 +10,7 @@ use crate::cross::cross_check;
 use crate::diag::{Diagnostics, Origin};
 use crate::layers::read_layers;
 use crate::model::Config;
-use crate::sections::auth::{BASIC_KEYS, CLIENT_CERT_KEYS, JWT_KEYS};
+use crate::sections::auth::{BASIC_KEYS, CLIENT_CERT_KEYS, INTROSPECTION_KEYS, JWT_KEYS};
 use crate::sections::gateway::GATEWAY_KEYS;
 use crate::sections::limits::LIMIT_KEYS;
 use crate::sections::listeners::LISTENER_KEYS;
@@ -34,6 +34,7 @@ pub fn accepted_keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("[auth.NAME] type = \"basic\"", BASIC_KEYS),
         ("[auth.NAME] type = \"client_cert\"", CLIENT_CERT_KEYS),
         ("[limits.NAME]", LIMIT_KEYS),
+        ("[auth.NAME] type = \"introspection\"", INTROSPECTION_KEYS),
         ("[[routes]]", ROUTE_KEYS),
     ]
 }
@@ -95,6 +96,7 @@ mod tests {
                 "[auth.NAME] type = \"basic\"",
                 "[auth.NAME] type = \"client_cert\"",
                 "[limits.NAME]",
+                "[auth.NAME] type = \"introspection\"",
                 "[[routes]]",
             ]
         );
@@ -139,6 +141,7 @@ mod tests {
                 "postern-admin",
                 "postern-health",
                 "postern-metrics",
+                "setup",
                 "well-known",
             ]
         );

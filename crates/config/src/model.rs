@@ -216,6 +216,8 @@ pub const DEFAULT_MAX_FAILURES: u32 = 5;
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 /// `[auth.NAME] backoff_max` (basic).
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(900);
+/// `[auth.NAME] cache_ttl` (introspection).
+pub const DEFAULT_INTROSPECTION_CACHE_TTL: Duration = Duration::from_secs(60);
 /// `[auth.NAME] cache_ttl` (basic).
 pub const DEFAULT_AUTH_CACHE_TTL: Duration = Duration::from_secs(60);
 
@@ -528,8 +530,10 @@ pub struct Route {
     pub allow: Option<Allowlist>,
     /// `deny = true`: every request gets 403.
     pub deny: bool,
-    /// A key of `[auth]`.
-    pub auth: Option<String>,
+    /// `auth`: keys of `[auth]`, run in this order; empty: no authentication.
+    pub auth: Vec<String>,
+    /// `require`: claims the verified token must carry.
+    pub require: Option<Require>,
     /// `forward_client_cert`: the verified client certificate goes upstream
     /// as RFC 9440 `Client-Cert` / `Client-Cert-Chain`.
     pub forward_client_cert: bool,
@@ -561,6 +565,15 @@ pub struct Authenticator {
     pub origin: Origin,
 }
 
+/// A route's `require = { CLAIM_PATH = [VALUES] }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Require {
+    /// (dotted claim path, values that must all be in that claim), in file order.
+    pub claims: Vec<(String, Vec<String>)>,
+    /// Where `require` was written.
+    pub origin: Origin,
+}
+
 /// The kind of an authenticator, `type`.
 #[derive(Debug, Clone)]
 pub enum AuthKind {
@@ -568,8 +581,30 @@ pub enum AuthKind {
     Jwt(JwtSettings),
     /// `type = "basic"`.
     Basic(BasicSettings),
+    /// `type = "introspection"`.
+    Introspection(IntrospectionSettings),
     /// `type = "client_cert"`.
     ClientCert(ClientCertSettings),
+}
+
+impl AuthKind {
+    /// The `type` as written.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuthKind::Jwt(_) => "jwt",
+            AuthKind::Basic(_) => "basic",
+            AuthKind::Introspection(_) => "introspection",
+            AuthKind::ClientCert(_) => "client_cert",
+        }
+    }
+
+    /// Whether a pass comes with token claims a route's `require` can read.
+    pub fn carries_claims(&self) -> bool {
+        match self {
+            AuthKind::Jwt(_) | AuthKind::Introspection(_) => true,
+            AuthKind::Basic(_) | AuthKind::ClientCert(_) => false,
+        }
+    }
 }
 
 /// The settings of a `type = "client_cert"` authenticator: which verified
@@ -583,6 +618,25 @@ pub struct ClientCertSettings {
     /// (field, lower-case header) pairs set on the forwarded request; the
     /// field is `subject`.
     pub claims_to_headers: Vec<(String, String)>,
+}
+
+/// The settings of a `type = "introspection"` authenticator (RFC 7662).
+#[derive(Debug, Clone)]
+pub struct IntrospectionSettings {
+    /// The IdP's introspection endpoint.
+    pub url: String,
+    /// The gateway's client id at the IdP (HTTP basic user).
+    pub client_id: String,
+    /// The environment variable holding the client secret.
+    pub client_secret_env: String,
+    /// Active tokens must name one of these in `aud`; empty: not checked.
+    pub audiences: Vec<String>,
+    /// The `iss` active tokens must carry, if set.
+    pub issuer: Option<String>,
+    /// The longest an active answer is reused.
+    pub cache_ttl: Duration,
+    /// A PEM CA bundle trusted for the endpoint, beside the system roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// Where a JWT authenticator gets its verification keys.

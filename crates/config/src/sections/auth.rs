@@ -8,6 +8,7 @@ use crate::model::*;
 use crate::tree::{Node, Table, Value};
 
 pub use super::client_cert::CLIENT_CERT_KEYS;
+pub use super::introspection::INTROSPECTION_KEYS;
 pub use super::jwt::JWT_KEYS;
 
 pub const BASIC_KEYS: &[&str] = &[
@@ -49,12 +50,15 @@ impl Reader<'_> {
                 Some(Value::String(k)) if k == "client_cert" => self
                     .client_cert(t, &section, &node.origin)
                     .map(AuthKind::ClientCert),
+                Some(Value::String(k)) if k == "introspection" => self
+                    .introspection(t, &section, &node.origin)
+                    .map(AuthKind::Introspection),
                 Some(_) => {
                     let at = &t.get("type").expect("matched above").origin;
                     self.diags.error_with_help(
                         at,
                         format!("{section}: unknown `type`"),
-                        "use type = \"jwt\", type = \"basic\" or type = \"client_cert\"",
+                        "use type = \"jwt\", type = \"introspection\", type = \"basic\" or type = \"client_cert\"",
                     );
                     None
                 }
@@ -62,7 +66,7 @@ impl Reader<'_> {
                     self.diags.error_with_help(
                         &node.origin,
                         format!("{section} needs `type`"),
-                        "add type = \"jwt\" (bearer tokens), type = \"basic\" (user and password) or type = \"client_cert\" (TLS client certificates)",
+                        "add type = \"jwt\" (bearer tokens), type = \"introspection\" (opaque tokens, RFC 7662), type = \"basic\" (user and password) or type = \"client_cert\" (TLS client certificates)",
                     );
                     None
                 }
@@ -234,7 +238,7 @@ mod tests {
                 plain("[auth.ops]\ntype = \"ldap\"\n"),
                 "type = |\"ldap\"",
                 "unknown `type`",
-                Some("type = \"jwt\", type = \"basic\" or type = \"client_cert\""),
+                Some("type = \"jwt\", type = \"introspection\", type = \"basic\" or type = \"client_cert\""),
             ),
             case(
                 "authenticator without a type",

@@ -18,6 +18,7 @@ pub const ROUTE_KEYS: &[&str] = &[
     "service",
     "auth",
     "limit",
+    "require",
     "allow",
     "deny",
     "listeners",
@@ -45,8 +46,9 @@ impl Reader<'_> {
             .is_some_and(|(strip, _)| strip);
         let upstream = f.string("upstream", self.diags);
         let service = f.string("service", self.diags);
-        let auth = f.string("auth", self.diags);
+        let auth = f.node("auth").map(|node| self.auth_names(node));
         let limit = f.string("limit", self.diags);
+        let require = f.node("require").and_then(|node| self.require(node));
         let allow = f.strings("allow", self.diags);
         let deny = f.boolean("deny", self.diags).is_some_and(|(deny, _)| deny);
         let listeners = f.strings("listeners", self.diags);
@@ -151,9 +153,10 @@ impl Reader<'_> {
             request_buffer,
             response_headers,
             remove_response_headers,
-            auth: auth.map(|(a, _)| a.to_string()),
+            auth: auth.unwrap_or_default(),
             forward_client_cert,
             limit: limit.map(|(l, _)| l.to_string()),
+            require,
             listeners,
             origin: origin.clone(),
         })
