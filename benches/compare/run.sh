@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Postern vs nginx vs direct-to-upstream, side by side, on this machine.
+# Postern vs nginx, HAProxy, Caddy and direct-to-upstream, side by side, on this machine.
 #
 #   benches/compare/run.sh            # full run: 5 interleaved rounds, 10 s each
 #   benches/compare/run.sh --quick    # smoke run: 1 round, 3 s each, 1,000 idle connections
@@ -23,13 +23,19 @@
 # the port, which rustls refuses), and a Python client holding idle TLS
 # connections. A fourth target, `pingora`, is the smallest Pingora proxy
 # (pingora_minimal.rs: TLS, keep-alive upstream, nothing else): the floor
-# Postern is built on, so the table separates Pingora's cost from Postern's. Access logs are off on both
-# proxies. Each round runs every scenario against each target in turn
+# Postern is built on, so the table separates Pingora's cost from Postern's.
+# HAProxy and Caddy (Debian's packages) are the other proxies a user would
+# pick instead, each configured as its docs recommend for TLS termination
+# with keep-alive to the upstream: HAProxy `nbthread 1` with `http-reuse
+# safe` (its default) and `option forwardfor`; Caddy's `reverse_proxy` (keeps
+# upstream connections alive and sets X-Forwarded-* by default) with
+# GOMAXPROCS=1. Access logs are off on every proxy. Each round runs every scenario against each target in turn
 # (postern, nginx, direct, postern, nginx, direct, ...), so drift hits all.
 #
 # Pinning: the proxy under test runs on core 1 alone; load generators and the
 # upstream share core 0. Postern runs with `threads = 1`, nginx with
-# `worker_processes 1`: one core each.
+# `worker_processes 1`, HAProxy with `nbthread 1`, Caddy with GOMAXPROCS=1:
+# one core each.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -54,6 +60,8 @@ POSTERN_OPS=19180
 SHARED_PORT=19643
 SHARED_OPS=19280
 REDIS_PORT=16379
+HAPROXY_PORT=18543
+CADDY_PORT=18643
 
 # --- tools ------------------------------------------------------------------
 need=()
@@ -63,6 +71,8 @@ command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
+command -v caddy >/dev/null || need+=(caddy)
 if ((${#need[@]})); then
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
   echo "compare: installing ${need[*]}" >&2
@@ -70,6 +80,13 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+CADDY=$(command -v caddy)
+# The Debian packages start system services on install; they would hold
+# ports and cores during the run.
+for service in haproxy caddy; do
+  systemctl is-active --quiet "$service" 2>/dev/null && systemctl stop "$service" 2>/dev/null || true
+done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 echo "compare: building postern and the bench tools (release)" >&2
@@ -163,6 +180,56 @@ http {
 }
 EOF
 taskset -c "$PROXY_CPU" "$NGINX" -p "$work" -c "$work/proxy.conf" -e "$work/proxy-error.log"
+
+# --- the peers a user would pick instead: HAProxy and Caddy ----------------
+cat "$work/cert.pem" "$work/key.pem" >"$work/haproxy.pem"
+cat >"$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  pidfile $work/haproxy.pid
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  option forwardfor
+  option http-keep-alive
+frontend https
+  bind 127.0.0.1:$HAPROXY_PORT ssl crt $work/haproxy.pem alpn h2,http/1.1
+  http-request set-header X-Forwarded-Proto https
+  http-request set-header X-Real-IP %[src]
+  default_backend backend
+backend backend
+  http-reuse safe
+  server upstream 127.0.0.1:$UPSTREAM_PORT maxconn 1000
+EOF
+"$HAPROXY" -c -q -f "$work/haproxy.cfg"
+start_haproxy() {
+  taskset -c "$PROXY_CPU" "$HAPROXY" -f "$work/haproxy.cfg" >>"$work/haproxy.out" 2>&1 &
+  haproxy_pid=$!
+  pids+=("$haproxy_pid")
+}
+cat >"$work/Caddyfile" <<EOF
+{
+  admin off
+  auto_https off
+}
+https://localhost:$CADDY_PORT {
+  tls $work/cert.pem $work/key.pem
+  reverse_proxy 127.0.0.1:$UPSTREAM_PORT
+}
+EOF
+start_caddy() {
+  XDG_DATA_HOME="$work/caddy-data" XDG_CONFIG_HOME="$work/caddy-config" GOMAXPROCS=1 \
+    taskset -c "$PROXY_CPU" "$CADDY" run --config "$work/Caddyfile" --adapter caddyfile \
+    >>"$work/caddy.out" 2>&1 &
+  caddy_pid=$!
+  pids+=("$caddy_pid")
+}
+start_haproxy
+start_caddy
 
 # --- postern ------------------------------------------------------------------
 cat >"$work/gateway.toml" <<EOF
@@ -287,7 +354,10 @@ wait_port() {
   echo "compare: nothing listening on port $1" >&2
   exit 1
 }
-for port in $UPSTREAM_PORT $NGINX_PORT $POSTERN_PORT $MINIMAL_PORT $REDIS_PORT $SHARED_PORT; do wait_port "$port"; done
+for port in $UPSTREAM_PORT $NGINX_PORT $POSTERN_PORT $MINIMAL_PORT $REDIS_PORT $SHARED_PORT \
+  $HAPROXY_PORT $CADDY_PORT; do
+  wait_port "$port"
+done
 # Measured only once its store answers: degraded, it would decide locally.
 for i in $(seq 1 100); do
   curl -s "http://127.0.0.1:$SHARED_OPS/health" 2>/dev/null | grep -q '"shared_store":{"status":"up"' && break
@@ -302,6 +372,8 @@ restart() { # target
     # SIGINT: Pingora's fast shutdown (SIGTERM waits out a grace period).
     postern) kill -INT "$postern_pid"; wait "$postern_pid" 2>/dev/null || true; start_postern; wait_port "$POSTERN_PORT" ;;
     pingora) kill -INT "$minimal_pid"; wait "$minimal_pid" 2>/dev/null || true; start_minimal; wait_port "$MINIMAL_PORT" ;;
+    haproxy) kill "$haproxy_pid"; wait "$haproxy_pid" 2>/dev/null || true; start_haproxy; wait_port "$HAPROXY_PORT" ;;
+    caddy) kill "$caddy_pid"; wait "$caddy_pid" 2>/dev/null || true; start_caddy; wait_port "$CADDY_PORT" ;;
     nginx)
       "$NGINX" -p "$work" -c "$work/proxy.conf" -s quit
       while [[ -f $work/proxy.pid ]]; do sleep 0.1; done
@@ -317,12 +389,15 @@ url() { # target path
     nginx) echo "https://localhost:$NGINX_PORT$2" ;;
     pingora) echo "https://localhost:$MINIMAL_PORT$2" ;;
     shared) echo "https://localhost:$SHARED_PORT$2" ;;
+    haproxy) echo "https://localhost:$HAPROXY_PORT$2" ;;
+    caddy) echo "https://localhost:$CADDY_PORT$2" ;;
     direct) echo "http://127.0.0.1:$UPSTREAM_PORT$2" ;;
   esac
 }
 # Every target must answer 200 before anything is measured.
-for check in "postern /open" "postern /pool" "nginx /open" "pingora /open" "direct /open" "postern /basic $BASIC" \
-  "nginx /basic $BASIC" "postern /jwt $BEARER" "postern /limited" "shared /limited"; do
+for check in "postern /open" "postern /pool" "nginx /open" "pingora /open" "haproxy /open" "caddy /open" \
+  "direct /open" "postern /basic $BASIC" "nginx /basic $BASIC" "postern /jwt $BEARER" "postern /limited" \
+  "shared /limited"; do
   read -r target path auth <<<"$check"
   code=$(curl -sk -o /dev/null -w '%{http_code}' ${auth:+-H "$auth"} "$(url "$target" "$path")")
   [[ $code == 200 ]] || { echo "compare: $target $path answered $code" >&2; exit 1; }
@@ -332,6 +407,8 @@ proxy_pids() { # target -> the PIDs whose memory counts
   case $1 in
     postern) echo "$postern_pid" ;;
     pingora) echo "$minimal_pid" ;;
+    haproxy) echo "$haproxy_pid" ;;
+    caddy) echo "$caddy_pid" ;;
     nginx) echo "$(cat "$work/proxy.pid") $(pgrep -P "$(cat "$work/proxy.pid")" | tr '\n' ' ')" ;;
   esac
 }
@@ -364,7 +441,7 @@ want() { [[ -z $ONLY || " $ONLY " == *" $1 "* ]]; }
 
 for run in $(seq 1 "$RUNS"); do
   echo "compare: round $run of $RUNS" >&2
-  want open && for target in postern nginx pingora direct; do
+  want open && for target in postern nginx pingora haproxy caddy direct; do
     record open "$target" "$run" rps "$(wrk_rps "$(url "$target" /open)")"
   done
   # Same target, same upstream process: one server against a pool of three.
@@ -388,23 +465,23 @@ for run in $(seq 1 "$RUNS"); do
     done
   done
   # A new connection, and so a full TLS handshake, per request.
-  want handshake && for target in postern nginx pingora; do
+  want handshake && for target in postern nginx pingora haproxy caddy; do
     record handshake "$target" "$run" rps \
       "$(wrk_rps "$(url "$target" /open)" "Connection: close")"
   done
-  want h2 && for target in postern nginx; do
+  want h2 && for target in postern nginx haproxy caddy; do
     out=$(taskset -c "$LOAD_CPU" h2load -c10 -m10 -D"$DURATION" "$(url "$target" /open)" 2>&1)
     record h2 "$target" "$run" rps "$(awk '/^finished in/ {print $4}' <<<"$out")"
   done
   # Latency at a fixed moderate rate, over 10 keep-alive connections.
-  want latency && for target in postern nginx pingora direct; do
+  want latency && for target in postern nginx pingora haproxy caddy direct; do
     out=$(taskset -c "$LOAD_CPU" "$LATENCY" "$(url "$target" /open)" "$RATE" "$DURATION" 10)
     for p in p50_us p99_us; do
       record latency "$target" "$run" "$p" "$(tr ' ' '\n' <<<"$out" | awk -F= -v k="$p" '$1 == k {print $2}')"
     done
   done
   # Idle keep-alive TLS connections: resident memory each.
-  want idle_memory && for target in postern nginx pingora; do
+  want idle_memory && for target in postern nginx pingora haproxy caddy; do
     restart "$target"
     before=$(rss_kb "$target")
     port=$(url "$target" / | sed 's/.*:\([0-9]*\)\/$/\1/')
@@ -430,7 +507,7 @@ done
 
 {
   echo "# machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-  echo "# nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), postern $("$POSTERN" --version | awk '{print $2}') at $(cd "$root" && git rev-parse --short HEAD), rounds $RUNS x ${DURATION}s, $CONNECTIONS connections, latency at $RATE req/s, $IDLE_CONNS idle connections"
+  echo "# nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), haproxy $("$HAPROXY" -v | awk 'NR==1 {print $3}'), caddy $("$CADDY" version | awk '{print $1}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), postern $("$POSTERN" --version | awk '{print $2}') at $(cd "$root" && git rev-parse --short HEAD), rounds $RUNS x ${DURATION}s, $CONNECTIONS connections, latency at $RATE req/s, $IDLE_CONNS idle connections"
 } >"$csv.meta"
 cp "$csv" "$here/results/latest.csv"
 cp "$csv.meta" "$here/results/latest.csv.meta"

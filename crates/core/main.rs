@@ -5,6 +5,16 @@
 //! and `check` load configuration through the same path, so whatever `check`
 //! accepts, `run` serves.
 
+#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
+compile_error!("features `mimalloc` and `jemalloc` each choose the allocator: enable one");
+// Measured against the system allocator in docs/performance.md; not the default.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod access_log;
 mod auth;
 mod client_cert;
