@@ -1,6 +1,7 @@
 //! A request's journey through the gateway, in Pingora's hooks, in the order
 //! they run. Each hook is short: the decisions are plain functions
-//! (`decision.rs`, `auth.rs`, `forwarding.rs`) and the answers the gateway
+//! (`decision.rs`, `auth.rs`, `forwarding.rs`), the limit and authentication
+//! steps are in `proxy/admission.rs`, and the answers the gateway
 //! writes itself are in `reply.rs`.
 //!
 //! request_filter: decide (refuse / redirect / serve / forward), then
@@ -37,14 +38,12 @@ use postern_policy::forwarded::acceptable_request_id;
 use postern_policy::source;
 
 use crate::access_log;
-use crate::auth;
 use crate::client_cert::ClientCertificate;
 use crate::client_timeouts::ClientStream;
-use crate::decision::{decide, Connection, Decision, Forward, Refusal, Seen};
+use crate::decision::{decide, Connection, Decision, Forward, Seen};
 use crate::failover::Attempts;
 use crate::forwarding::{self, X_REQUEST_ID};
 use crate::metrics::{metrics, RouteMetrics, UpstreamError};
-use crate::rate_limit::Stage;
 use crate::reload::Reloader;
 use crate::reply;
 use crate::request_buffer::{self, PreRead};
@@ -52,6 +51,8 @@ use crate::response::ErrorKind;
 use crate::response_headers::ResponseEdits;
 use crate::snapshot::Snapshot;
 use crate::tls::ConnectionCertificate;
+
+mod admission;
 
 /// The proxy logic of one listener; every listener shares the same snapshot.
 pub struct Gateway {
@@ -431,141 +432,6 @@ impl Gateway {
         )
         .await?;
         Ok(())
-    }
-
-    /// The route's limit and authenticator, in the order that keeps a
-    /// flood cheap (rate_limit.rs); `false` when one refused (and answered).
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        Ok(self.limit(session, ctx, Stage::BeforeAuth).await?
-            && self.authenticate(session, ctx).await?
-            && self.limit(session, ctx, Stage::AfterAuth).await?)
-    }
-
-    /// The route's limit if it runs at `stage`; `false` when it refused
-    /// (with 429, its headers and the JSON body).
-    async fn limit(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        stage: Stage,
-    ) -> Result<bool> {
-        let Some(limit) = ctx.seen.route.as_ref().and_then(|r| r.limit.clone()) else {
-            return Ok(true);
-        };
-        let client = ctx.seen.client.ok_or_else(not_forwarding)?;
-        if !limit.runs_at(stage) {
-            return Ok(true);
-        }
-        let headers = &session.req_header().headers;
-        let decision = limit.check(headers, client, ctx.identity.as_ref()).await;
-        ctx.limit_decision = Some(decision);
-        if decision.is_allowed() {
-            return Ok(true);
-        }
-        log::info!(
-            target: "postern::policy",
-            "refused 429 too_many_requests: over limit {} (listener={} route={} client={client} request_id={})",
-            limit.name(),
-            self.listener,
-            route_name(ctx).unwrap_or("-"),
-            request_id_str(ctx),
-        );
-        ctx.refusal = Some(format!("over limit {}", limit.name()).into());
-        let edits = self.edits(ctx);
-        reply::error_with_headers(
-            session,
-            ErrorKind::TooManyRequests,
-            route_name(ctx),
-            &ctx.request_id,
-            limit.headers(&decision),
-            edits,
-        )
-        .await?;
-        Ok(false)
-    }
-
-    /// Runs the route's authenticator; `false` when it refused (and the
-    /// refusal was answered).
-    async fn authenticate(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(route) = ctx.seen.route.clone() else {
-            return Err(not_forwarding());
-        };
-        let Some(authenticator) = route.auth.as_deref() else {
-            return Ok(true);
-        };
-        let client = ctx.seen.client.ok_or_else(not_forwarding)?;
-        let connection = self.connection(session);
-        let presented = connection.client_certificate.map(|c| &c.presented);
-        let headers = &session.req_header().headers;
-        let (denial, by) = match auth::authenticate(authenticator, headers, client, presented).await
-        {
-            Ok(identity) => {
-                route.metrics.auth_allowed();
-                ctx.identity = Some(identity);
-                return Ok(true);
-            }
-            Err(refusal) => refusal,
-        };
-        // Reasons are a fixed set of phrases, so the label stays bounded.
-        route.metrics.auth_denied(denial.reason());
-        let (kind, extra) = auth::answer(&denial);
-        log::info!(
-            target: "postern::policy",
-            "refused {} {}: {} (listener={} route={} auth={} client={} request_id={})",
-            kind.status(),
-            kind.name(),
-            denial.reason(),
-            self.listener,
-            route.name,
-            by,
-            client,
-            request_id_str(ctx),
-        );
-        ctx.refusal = Some(denial.reason().into());
-        let edits = self.edits(ctx);
-        reply::explained_error(
-            session,
-            kind,
-            Some(&route.name),
-            &ctx.request_id,
-            extra,
-            auth::explanation(&denial),
-            edits,
-        )
-        .await?;
-        Ok(false)
-    }
-
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        refusal: Refusal,
-    ) -> Result<()> {
-        ctx.refusal = Some(refusal.reason.into());
-        if session.req_header().method == http::Method::CONNECT {
-            // The client may already be sending what it meant to tunnel.
-            session.set_keepalive(None);
-        }
-        // Refused before the forwarding chain was read: the peer.
-        let client = ctx.seen.client.or_else(|| {
-            session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| source::unmap(a.ip()))
-        });
-        log::info!(
-            target: "postern::policy",
-            "refused {} {}: {} (listener={} route={} client={} request_id={})",
-            refusal.kind.status(),
-            refusal.kind.name(),
-            refusal.reason,
-            self.listener,
-            route_name(ctx).unwrap_or("-"),
-            client.map_or_else(|| "-".to_string(), |c| c.to_string()),
-            request_id_str(ctx),
-        );
-        self.answer(session, ctx, refusal.kind).await
     }
 
     async fn answer(&self, session: &mut Session, ctx: &RequestCtx, kind: ErrorKind) -> Result<()> {
