@@ -62,7 +62,7 @@ impl Dnsmasq {
             .unwrap_or_else(|e| {
                 panic!("cannot run dnsmasq ({e}): install it with scripts/install-deps --tests")
             });
-        let dns = Dnsmasq {
+        let mut dns = Dnsmasq {
             child,
             hosts: hosts_path,
             log,
@@ -97,9 +97,17 @@ impl Dnsmasq {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_for_log(&self, needle: &str, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+    /// Waits for `needle` in dnsmasq's log; a loaded machine (the whole
+    /// suite in parallel) can take seconds to start it.
+    fn wait_for_log(&mut self, needle: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
         while !self.log_text().contains(needle) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "dnsmasq exited ({status}) before {what}:\n{}",
+                    self.log_text()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "timed out waiting until {what}:\n{}",
