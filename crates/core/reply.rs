@@ -41,11 +41,8 @@ pub async fn explained_error(
     edits: ResponseEdits<'_>,
 ) -> Result<()> {
     let id = request_id.to_str().unwrap_or("-");
-    let (mut header, body) = explained_response(kind, route, id, reason)?;
-    if let Some((name, value)) = extra {
-        header.insert_header(name, value)?;
-    }
-    write(session, header, body, edits).await
+    let (header, body) = explained_response(kind, route, id, reason)?;
+    write_with(session, header, body, extra, edits).await
 }
 
 /// The JSON error body for `kind` with several extra headers (a 429's rate-limit headers).
@@ -58,7 +55,18 @@ pub async fn error_with_headers(
     edits: ResponseEdits<'_>,
 ) -> Result<()> {
     let id = request_id.to_str().unwrap_or("-");
-    let (mut header, body) = explained_response(kind, route, id, None)?;
+    let (header, body) = explained_response(kind, route, id, None)?;
+    write_with(session, header, body, extra, edits).await
+}
+
+/// `header` plus `extra`, then the body.
+async fn write_with(
+    session: &mut Session,
+    mut header: ResponseHeader,
+    body: Bytes,
+    extra: impl IntoIterator<Item = (HeaderName, String)>,
+    edits: ResponseEdits<'_>,
+) -> Result<()> {
     for (name, value) in extra {
         header.insert_header(name, value)?;
     }
