@@ -1,4 +1,5 @@
-//! Upstream pools, end to end: echo backends on real sockets behind the real
+//! Upstream pools, end to end: echo backends as separate processes
+//! (`postern-echo`, killed with SIGKILL as a crash would) behind the real
 //! `postern` binary. Round robin spreads, `least_requests` avoids a busy
 //! server, a killed server costs no request and comes back, `hash` on a
 //! cookie sticks, and `postern check` prints a pool's servers.
@@ -7,10 +8,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use postern_echo::EchoServer;
-
 use crate::support::dns::Dnsmasq;
-use crate::support::{self, echo, Gateway};
+use crate::support::echo_process::EchoProcess;
+use crate::support::prometheus;
+use crate::support::{self, Gateway};
 
 /// `[upstreams.pool]` over `servers` with `extra` lines, and a route to it
 /// on every listener.
@@ -29,12 +30,8 @@ fn pool_config_urls(urls: &[String], extra: &str) -> String {
     )
 }
 
-async fn three(names: [&str; 3]) -> Vec<EchoServer> {
-    let mut servers = Vec::new();
-    for name in names {
-        servers.push(echo(name).await);
-    }
-    servers
+fn three(names: [&str; 3]) -> Vec<EchoProcess> {
+    names.into_iter().map(EchoProcess::start).collect()
 }
 
 /// One request on the plain listener: (status, backend name or "").
@@ -60,6 +57,26 @@ fn tally(backends: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> 
     counts
 }
 
+/// The gateway's in-flight requests per server of the pool, from /metrics.
+async fn in_flight(gw: &Gateway) -> BTreeMap<String, f64> {
+    let text = gw
+        .send_plain(
+            gw.plain_port,
+            support::get("localhost", "/metrics").into_bytes(),
+        )
+        .await
+        .text();
+    let samples = prometheus::samples(&text);
+    prometheus::series(
+        &samples,
+        "postern_upstream_server_in_flight",
+        &[("upstream", "pool")],
+    )
+    .into_iter()
+    .map(|s| (s.labels["server"].clone(), s.value))
+    .collect()
+}
+
 async fn health(gw: &Gateway) -> serde_json::Value {
     gw.send_plain(
         gw.plain_port,
@@ -71,7 +88,7 @@ async fn health(gw: &Gateway) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_requests_evenly() {
-    let servers = three(["a", "b", "c"]).await;
+    let servers = three(["a", "b", "c"]);
     let addresses: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr()).collect();
     let gw = Gateway::start(pool_config(&addresses, "")).await;
     let mut seen = Vec::new();
@@ -92,29 +109,43 @@ async fn round_robin_spreads_requests_evenly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_requests_sends_new_requests_away_from_busy_servers() {
-    let servers = three(["a", "b", "c"]).await;
+    let servers = three(["a", "b", "c"]);
     let addresses: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr()).collect();
     let gw = std::sync::Arc::new(
         Gateway::start(pool_config(&addresses, "balance = \"least_requests\"")).await,
     );
-    // Two slow requests occupy two servers.
+    // Two slow requests occupy two servers; the gateway's own in-flight
+    // gauge says which.
     let mut slow = Vec::new();
+    let mut busy = BTreeMap::new();
     for _ in 0..2 {
-        let gw = std::sync::Arc::clone(&gw);
+        let gw_for_slow = std::sync::Arc::clone(&gw);
         slow.push(tokio::spawn(async move {
-            hit(&gw, "/app/delay/4000", &[]).await
+            hit(&gw_for_slow, "/app/delay/4000", &[]).await
         }));
         let deadline = Instant::now() + Duration::from_secs(5);
-        let expected = slow.len() as u64;
-        while servers.iter().map(|s| s.requests_seen()).sum::<u64>() < expected {
-            assert!(Instant::now() < deadline, "the slow request never arrived");
+        let expected = slow.len() as f64;
+        loop {
+            busy = in_flight(&gw).await;
+            if busy.values().sum::<f64>() >= expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the slow request never arrived: {busy:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
     let idle: Vec<&str> = ["a", "b", "c"]
         .into_iter()
         .zip(&servers)
-        .filter(|(_, s)| s.requests_seen() == 0)
+        .filter(|(_, s)| {
+            busy.get(&s.local_addr().to_string())
+                .copied()
+                .unwrap_or(0.0)
+                == 0.0
+        })
         .map(|(name, _)| name)
         .collect();
     assert_eq!(idle.len(), 1, "the slow requests share a server");
@@ -138,7 +169,7 @@ async fn least_requests_sends_new_requests_away_from_busy_servers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_costs_no_request_and_comes_back() {
-    let mut servers = three(["a", "b", "c"]).await;
+    let mut servers = three(["a", "b", "c"]);
     let addresses: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr()).collect();
     let interval = Duration::from_millis(1000);
     let gw = Gateway::start(pool_config(
@@ -159,7 +190,8 @@ async fn a_killed_server_costs_no_request_and_comes_back() {
     let before = tally(before);
     assert_eq!(before.len(), 3, "{before:?}");
 
-    // Kill b in the middle of a bounded loop; every request must still succeed.
+    // Kill b's process (SIGKILL) in the middle of a bounded loop; every
+    // request must still succeed.
     let killed_at = Instant::now();
     drop(servers.remove(1));
     let mut during = Vec::new();
@@ -194,7 +226,7 @@ async fn a_killed_server_costs_no_request_and_comes_back() {
 
     // Back on its port: the next passing check readmits it.
     let revived_at = Instant::now();
-    let _revived = EchoServer::start(victim, "b").await.expect("restart b");
+    let _revived = EchoProcess::start_on(victim, "b");
     let mut readmitted_after = None;
     let deadline = Instant::now() + Duration::from_secs(10);
     while readmitted_after.is_none() {
@@ -219,7 +251,7 @@ async fn a_killed_server_costs_no_request_and_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_on_a_cookie_sticks_and_moves_once_when_its_server_dies() {
-    let mut servers = three(["a", "b", "c"]).await;
+    let mut servers = three(["a", "b", "c"]);
     let addresses: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr()).collect();
     let gw = Gateway::start(pool_config(
         &addresses,
@@ -274,7 +306,7 @@ async fn hash_on_a_cookie_sticks_and_moves_once_when_its_server_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_list_each_server() {
-    let servers = three(["a", "b", "c"]).await;
+    let servers = three(["a", "b", "c"]);
     let mut addresses: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr()).collect();
     let closed: SocketAddr = format!("127.0.0.1:{}", support::closed_port())
         .parse()
@@ -318,11 +350,11 @@ async fn health_and_metrics_list_each_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_is_a_server_per_address_and_follows_its_answer() {
-    let a = echo("a").await;
+    let a = EchoProcess::start("a");
     let port = a.local_addr().port();
     let on = |last: u8| SocketAddr::from(([127, 0, 0, last], port));
-    let b = EchoServer::start(on(2), "b").await.expect("start b");
-    let c = EchoServer::start(on(3), "c").await.expect("start c");
+    let b = EchoProcess::start_on(on(2), "b");
+    let c = EchoProcess::start_on(on(3), "c");
     let mut dns = Dnsmasq::start("127.0.0.1 backend.pool.test\n127.0.0.2 backend.pool.test\n");
     let resolve_interval = Duration::from_secs(1);
     let gw = Gateway::builder(pool_config_urls(

@@ -3,6 +3,7 @@
 //! * [`pki`]: certificates made at test time (rcgen);
 //! * [`gateway`]: the one way to run the real `postern` binary;
 //! * [`upstream`]: echo backends and their `[upstreams]` tables;
+//! * [`echo_process`]: echo backends as separate processes, to kill;
 //! * [`http1`]: a raw HTTP/1.1 client that sends bytes exactly as written;
 //! * [`tls_client`]: the TLS side of that client (SNI, ALPN, versions);
 //! * [`h2`]: just enough HTTP/2 for requests and hand-made frames;
@@ -15,6 +16,7 @@
 //! The names most tests use are re-exported here.
 
 pub mod dns;
+pub mod echo_process;
 pub mod gateway;
 pub mod h2;
 pub mod http1;
