@@ -5,6 +5,12 @@
 #
 #   benches/instructions.sh BINARY...          # e.g. builds with other allocators or profiles
 #   REQUESTS=20000 benches/instructions.sh target/release/postern
+#   ROUTE=pool benches/instructions.sh target/release/postern
+#   PROFILE_DIR=/tmp/p benches/instructions.sh ...   # keeps the callgrind files
+#     ROUTE: open (default, one server), pool (a pool of three servers,
+#     round robin) or limited (behind a local rate limit it never reaches):
+#     the cost of balancing and of a limit, as benches/compare's `pool` and
+#     `limited` scenarios measure in req/s.
 #
 # Instruction counts, unlike req/s, do not depend on what else the machine
 # runs: the same binary and inputs give the same figure within a fraction of
@@ -21,6 +27,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 REQUESTS=${REQUESTS:-5000}
+ROUTE=${ROUTE:-open}
+case $ROUTE in open | pool | limited) ;; *) echo "instructions: ROUTE is open, pool or limited" >&2; exit 2 ;; esac
 (($#)) || { echo "usage: instructions.sh BINARY..." >&2; exit 2; }
 for tool in valgrind h2load; do
   command -v "$tool" >/dev/null || { echo "instructions: needs $tool" >&2; exit 1; }
@@ -42,7 +50,12 @@ events { worker_connections 1024; }
 http {
   access_log off;
   keepalive_requests 10000000;
-  server { listen 127.0.0.1:18082; location / { return 200 "ok\n"; } }
+  server {
+    listen 127.0.0.1:18082;
+    listen 127.0.0.1:18083;
+    listen 127.0.0.1:18084;
+    location / { return 200 "ok\n"; }
+  }
 }
 EOC
 /usr/sbin/nginx -p "$work" -c "$work/upstream.conf" -e "$work/upstream-error.log"
@@ -64,10 +77,29 @@ key = "key.pem"
 [upstreams.backend]
 url = "http://127.0.0.1:18082"
 
+[upstreams.pool3]
+servers = ["http://127.0.0.1:18082", "http://127.0.0.1:18083", "http://127.0.0.1:18084"]
+
+[limits.never]
+rate = "1000000/s"
+burst = 1000000
+key = "client"
+
 [[routes]]
 name = "open"
 path_prefix = "/open"
 upstream = "backend"
+
+[[routes]]
+name = "pool"
+path_prefix = "/pool"
+upstream = "pool3"
+
+[[routes]]
+name = "limited"
+path_prefix = "/limited"
+upstream = "backend"
+limit = "never"
 EOC
 
 # Instructions of one run of BINARY serving N requests over 10 connections.
@@ -81,15 +113,17 @@ instructions() { # binary requests
     (exec 3<>/dev/tcp/127.0.0.1/19461) 2>/dev/null && break
     sleep 0.1
   done
-  h2load --h1 -n "$2" -c 10 "https://localhost:19461/open" >"$work/h2load.log" 2>&1
+  h2load --h1 -n "$2" -c 10 "https://localhost:19461/$ROUTE" >"$work/h2load.log" 2>&1
   grep -q "succeeded, 0 failed" "$work/h2load.log" || { cat "$work/h2load.log" >&2; exit 1; }
   kill -INT "$pid"
   wait "$pid" || true
+  # PROFILE_DIR=dir keeps each run's callgrind output for callgrind_annotate.
+  [[ -n ${PROFILE_DIR:-} ]] && cp "$out" "$PROFILE_DIR/callgrind.$(basename "$1").$ROUTE.$2"
   awk '/^summary:/ {print $2}' "$out"
 }
 
 for binary in "$@"; do
   full=$(instructions "$binary" "$REQUESTS")
   base=$(instructions "$binary" 10)
-  echo "$binary: $(( (full - base) / (REQUESTS - 10) )) instructions/request ($REQUESTS requests)"
+  echo "$binary /$ROUTE: $(( (full - base) / (REQUESTS - 10) )) instructions/request ($REQUESTS requests)"
 done

@@ -156,6 +156,12 @@ events { worker_connections 65536; }
 http {
   access_log off;
   upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
+  upstream pool3 {
+    server 127.0.0.1:$UPSTREAM_PORT;
+    server 127.0.0.1:$((UPSTREAM_PORT + 1));
+    server 127.0.0.1:$((UPSTREAM_PORT + 2));
+    keepalive 64;
+  }
   server {
     listen 127.0.0.1:$NGINX_PORT ssl http2;
     ssl_certificate $work/cert.pem;
@@ -171,6 +177,7 @@ http {
     proxy_set_header X-Forwarded-Proto \$scheme;
     proxy_set_header X-Real-IP \$remote_addr;
     location /open { proxy_pass http://backend; }
+    location /pool { proxy_pass http://pool3; }
     location /basic {
       auth_basic "bench";
       auth_basic_user_file $work/htpasswd;
@@ -395,7 +402,7 @@ url() { # target path
   esac
 }
 # Every target must answer 200 before anything is measured.
-for check in "postern /open" "postern /pool" "nginx /open" "pingora /open" "haproxy /open" "caddy /open" \
+for check in "postern /open" "postern /pool" "nginx /open" "nginx /pool" "pingora /open" "haproxy /open" "caddy /open" \
   "direct /open" "postern /basic $BASIC" "nginx /basic $BASIC" "postern /jwt $BEARER" "postern /limited" \
   "shared /limited"; do
   read -r target path auth <<<"$check"
@@ -438,15 +445,26 @@ wrk_rps() { # url [header] [connections] -> requests/s
 }
 
 want() { [[ -z $ONLY || " $ONLY " == *" $1 "* ]]; }
+# The two cases of a paired scenario, in one order on odd rounds and the other on even.
+paired_order() { # run a b
+  if (($1 % 2)); then echo "$2 $3"; else echo "$3 $2"; fi
+}
 
 for run in $(seq 1 "$RUNS"); do
   echo "compare: round $run of $RUNS" >&2
   want open && for target in postern nginx pingora haproxy caddy direct; do
     record open "$target" "$run" rps "$(wrk_rps "$(url "$target" /open)")"
   done
-  # Same target, same upstream process: one server against a pool of three.
-  want pool && record pool postern-1-server "$run" rps "$(wrk_rps "$(url postern /open)")" \
-    && record pool postern-3-servers "$run" rps "$(wrk_rps "$(url postern /pool)")"
+  # Same target, same upstream process: one server against a pool of three,
+  # measured back to back and in alternating order (table.py divides within
+  # each round, so drift between rounds cancels). nginx does the same, to
+  # show what three upstream connection pools cost a proxy that balances
+  # in C.
+  want pool && for target in postern nginx; do
+    for case in $(paired_order "$run" 1-server:/open 3-servers:/pool); do
+      record pool "$target-${case%%:*}" "$run" rps "$(wrk_rps "$(url "$target" "${case#*:}")")"
+    done
+  done
   want basic && for target in postern nginx; do
     # 10 connections: with 50, nginx (one bcrypt at a time in its event
     # loop, 64 ms each) completed no request at all within 3 s.
@@ -454,7 +472,9 @@ for run in $(seq 1 "$RUNS"); do
   done
   want jwt && record jwt postern "$run" rps "$(wrk_rps "$(url postern /jwt)" "$BEARER")"
   # The same route behind a limit it never reaches, local and shared through Redis.
-  want limited && record limited postern "$run" rps "$(wrk_rps "$(url postern /limited)")"
+  want limited && for case in $(paired_order "$run" postern-open:/open postern:/limited); do
+    record limited "${case%%:*}" "$run" rps "$(wrk_rps "$(url postern "${case#*:}")")"
+  done
   want limited && record limited_shared postern "$run" rps "$(wrk_rps "$(url shared /limited)")"
   want limited_latency && for case in "latency_open postern /open" "latency_limited postern /limited" \
     "latency_shared shared /limited"; do
