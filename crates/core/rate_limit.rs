@@ -91,7 +91,8 @@ impl RouteLimit {
         client: IpAddr,
         identity: Option<&Identity>,
     ) -> Decision {
-        let key = request_key(&self.key, headers, client, identity);
+        let mut scratch = ClientKey::default();
+        let key = request_key(&self.key, headers, client, identity, &mut scratch);
         let decision = self.limiter.check(&key).await;
         if !decision.is_allowed() {
             self.limited.inc();
@@ -119,32 +120,65 @@ impl RouteLimit {
         out
     }
 
-    /// Adds the headers of an allowed request to a forwarded response.
+    /// Adds the headers of an allowed request to a forwarded response. Every response of a
+    /// limited route passes here, so the policy value is the one compiled at load and the
+    /// names are static (Pingora copies neither).
     pub fn annotate(&self, response: &mut ResponseHeader, decision: &Decision) {
-        for (name, value) in self.headers(decision) {
-            // Values are digits, a quoted plain name and separators: always valid.
-            let _ = response.insert_header(name, value);
+        // Values are digits, a quoted plain name and separators: always valid.
+        let _ = response.insert_header("RateLimit-Policy", self.policy_header.clone());
+        let _ = response.insert_header(
+            "RateLimit",
+            headers::ratelimit_header(self.limiter.policy(), decision),
+        );
+    }
+}
+
+/// A client address as a bucket key, written on the stack: a `client` limit is checked on
+/// every request of its route, and an address needs no allocation.
+struct ClientKey {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Default for ClientKey {
+    fn default() -> ClientKey {
+        ClientKey {
+            bytes: [0; 48],
+            len: 0,
         }
     }
 }
 
-/// The bucket a request counts in. Requests without the header or claim share one bucket;
-/// IPv6 clients count per /64, the block one client usually holds, so hopping addresses
-/// inside it gains nothing.
+impl ClientKey {
+    /// IPv6 clients count per /64, the block one client usually holds, so hopping addresses
+    /// inside it gains nothing.
+    fn write(&mut self, client: IpAddr) -> &str {
+        use std::io::Write as _;
+        let mut out = &mut self.bytes[..];
+        // At most 39 bytes ("ffff:ffff:ffff:ffff::/64" or a dotted quad): always fits.
+        let _ = match client {
+            IpAddr::V4(v4) => write!(out, "{v4}"),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                write!(out, "{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        };
+        let left = out.len();
+        self.len = self.bytes.len() - left;
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+/// The bucket a request counts in. Requests without the header or claim share one bucket.
 fn request_key<'r>(
     key: &LimitKey,
     headers: &'r HeaderMap,
     client: IpAddr,
     identity: Option<&'r Identity>,
+    scratch: &'r mut ClientKey,
 ) -> Cow<'r, str> {
     match key {
-        LimitKey::Client => Cow::Owned(match client {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        }),
+        LimitKey::Client => Cow::Borrowed(scratch.write(client)),
         LimitKey::Header(name) => headers
             .get(name)
             .map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes())),
@@ -294,7 +328,8 @@ mod tests {
         headers.insert("x-api-key", HeaderValue::from_static("k1"));
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         let key = |k: &str, identity: Option<&Identity>| {
-            request_key(&k.parse().unwrap(), &headers, v4, identity).into_owned()
+            let mut scratch = ClientKey::default();
+            request_key(&k.parse().unwrap(), &headers, v4, identity, &mut scratch).into_owned()
         };
         assert_eq!(key("client", None), "192.0.2.7");
         assert_eq!(key("header:X-Api-Key", None), "k1");
@@ -312,7 +347,23 @@ mod tests {
     #[test]
     fn ipv6_clients_count_per_64() {
         let headers = HeaderMap::new();
-        let key = |ip: &str| request_key(&LimitKey::Client, &headers, ip.parse().unwrap(), None);
+        let key = |ip: &str| {
+            let mut scratch = ClientKey::default();
+            request_key(
+                &LimitKey::Client,
+                &headers,
+                ip.parse().unwrap(),
+                None,
+                &mut scratch,
+            )
+            .into_owned()
+        };
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            key("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            "ffff:ffff:ffff:ffff::/64"
+        );
+        assert_eq!(key("255.255.255.255"), "255.255.255.255");
         assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }

@@ -29,11 +29,12 @@ pub fn ratelimit_header(policy: &Policy, decision: &Decision) -> String {
         Decision::Allowed { remaining, reset } => (remaining, reset),
         Decision::Limited { retry_after } => (0, retry_after),
     };
-    format!(
-        "{};r={remaining};t={}",
-        sf_string(policy.name()),
-        whole_seconds(reset)
-    )
+    // One allocation: this runs on every response of a limited route.
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(policy.name().len() + 24);
+    push_sf_string(&mut out, policy.name());
+    let _ = write!(out, ";r={remaining};t={}", whole_seconds(reset));
+    out
 }
 
 /// The `Retry-After` value of a refused request: whole seconds, rounded up and at least 1 so
@@ -54,6 +55,11 @@ fn whole_seconds(duration: Duration) -> u64 {
 /// [`Policy::new`]); `"` and `\` are escaped.
 fn sf_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
+    push_sf_string(&mut out, text);
+    out
+}
+
+fn push_sf_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {
         if c == '"' || c == '\\' {
@@ -62,7 +68,6 @@ fn sf_string(text: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]
