@@ -70,6 +70,7 @@ fn basic_authenticator(stored: &str) -> BasicAuthenticator {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(1),
         },
+        shared_backoff: None,
     })
     .expect("one account")
 }

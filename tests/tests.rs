@@ -30,6 +30,7 @@ mod rate_limits;
 mod request_buffering;
 mod response_headers;
 mod routing;
+mod shared_backoff;
 mod slow_clients;
 mod smuggling;
 mod tls;

@@ -294,7 +294,8 @@ fn limiter(limit: &Limit, shared: Option<&Arc<SharedStore>>) -> Arc<Limiter> {
     limiter
 }
 
-/// The `shared_store` part of `/health`: whether limits are shared right now.
+/// The `shared_store` part of `/health`: whether limits and basic-auth backoff are shared
+/// right now.
 pub fn store_health(store: &SharedStore) -> Value {
     match store.health() {
         StoreHealth::Healthy => json!({"status": "up", "url": store.shown_url()}),
@@ -305,7 +306,7 @@ pub fn store_health(store: &SharedStore) -> Value {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             "error": last_error,
-            "effect": "rate limits are counted per instance until it answers",
+            "effect": "rate limits and basic-auth backoff are counted per instance until it answers",
         }),
     }
 }

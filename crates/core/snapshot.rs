@@ -252,9 +252,17 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         pending.push((u, template, servers));
     }
     let env = |name: &str| std::env::var(name).ok();
+    // Before the authenticators: basic auth counts its failures there too.
+    let shared_store = config.gateway.shared_store.as_ref().and_then(|url| {
+        rate_limit::shared_store(
+            url,
+            &postern_config::Origin::file_start(&config_file(&config)),
+            diags,
+        )
+    });
     let mut authenticators = HashMap::new();
     for a in &config.auth {
-        if let Some(built) = postern_auth::build(a, &env, diags) {
+        if let Some(built) = postern_auth::build(a, &env, diags, shared_store.as_ref()) {
             authenticators.insert(a.name.clone(), Arc::new(built));
         }
     }
@@ -266,13 +274,6 @@ pub fn compile(config: Config, diags: &mut Diagnostics) -> Option<Snapshot> {
         .collect();
     identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     identity_headers.dedup();
-    let shared_store = config.gateway.shared_store.as_ref().and_then(|url| {
-        rate_limit::shared_store(
-            url,
-            &postern_config::Origin::file_start(&config_file(&config)),
-            diags,
-        )
-    });
     if diags.has_errors() {
         return None;
     }

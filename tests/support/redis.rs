@@ -61,3 +61,15 @@ impl Drop for Redis {
         self.stop();
     }
 }
+
+impl Redis {
+    /// Runs `redis-cli` against the server: its output, trimmed.
+    pub fn command(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): it comes with redis-server"));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}

@@ -15,6 +15,12 @@
 //! IPv6 sources are tracked per /64, the block one client usually holds.
 //! User names are kept as keyed hashes (per process), never as text, so
 //! what is tracked per entry stays small whatever names are sent.
+//!
+//! [`Backoff`] is one instance's memory of failures; [`shared::BackoffGate`]
+//! is what an authenticator uses: the same rules in the shared store when
+//! `[gateway] shared_store` is set, with this one as its fallback.
+
+pub mod shared;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -22,6 +28,8 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+pub use shared::{BackoffGate, SharedBackoff, Standing};
 
 /// How many entries are tracked at once; beyond it the quiet ones are forgotten.
 const MAX_TRACKED: usize = 100_000;
@@ -192,7 +200,8 @@ impl Backoff {
     }
 }
 
-fn bucket(source: IpAddr) -> IpAddr {
+/// The block a source is tracked by: itself for IPv4, its /64 for IPv6.
+pub(crate) fn bucket(source: IpAddr) -> IpAddr {
     match source {
         IpAddr::V4(_) => source,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tokio::sync::{watch, Semaphore};
 
-use crate::backoff::{Backoff, BackoffPolicy, Scope};
+use crate::backoff::{BackoffGate, BackoffPolicy, Scope, SharedBackoff, Standing};
 use crate::cache::ExpiringCache;
 use crate::hashes::PasswordHash;
 use crate::{Denial, Identity, Verdict};
@@ -40,7 +40,7 @@ pub struct BasicAuthenticator {
     cache: ExpiringCache<[u8; 32], String>,
     cache_key: ring::hmac::Key,
     cache_ttl: Duration,
-    backoff: Backoff,
+    backoff: BackoffGate,
     hashing: Arc<Semaphore>,
     /// Checks waiting for or holding a hashing slot, and the most allowed.
     pending: AtomicUsize,
@@ -98,6 +98,8 @@ pub struct BasicSpec {
     pub cache_ttl: Duration,
     /// When failures cost waiting.
     pub backoff: BackoffPolicy,
+    /// The store every gateway instance counts failures in, if one is configured.
+    pub shared_backoff: Option<SharedBackoff>,
 }
 
 impl BasicAuthenticator {
@@ -116,7 +118,7 @@ impl BasicAuthenticator {
             cache: ExpiringCache::new(10_000),
             cache_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
             cache_ttl: spec.cache_ttl,
-            backoff: Backoff::new(spec.backoff),
+            backoff: BackoffGate::new(spec.backoff, spec.shared_backoff),
             hashing: Arc::new(Semaphore::new(slots)),
             pending: AtomicUsize::new(0),
             hashing_capacity: slots * (1 + MAX_WAITING_PER_SLOT),
@@ -136,9 +138,9 @@ impl BasicAuthenticator {
         })
     }
 
-    /// A 429 while `user` (or the whole source) waits out its backoff.
-    fn backing_off(&self, source: IpAddr, user: Option<&str>, now: Instant) -> Option<Verdict> {
-        let (wait, scope) = self.backoff.wait(source, user, now)?;
+    /// A 429 while the user (or the whole source) waits out its backoff.
+    fn backing_off(&self, standing: &Standing) -> Option<Verdict> {
+        let (wait, scope) = standing.wait?;
         Some(Verdict::Deny(Denial::TooManyRequests {
             retry_after: wait,
             reason: match scope {
@@ -159,19 +161,21 @@ impl BasicAuthenticator {
         let (user, password) = match parse_basic(authorization) {
             Ok(credentials) => credentials,
             Err(reason) => {
-                if let Some(refusal) = self.backing_off(source, None, now) {
+                let standing = self.backoff.check(source, None).await;
+                if let Some(refusal) = self.backing_off(&standing) {
                     return refusal;
                 }
-                self.backoff.fail(source, None, now);
+                self.backoff.fail(source, None).await;
                 return self.unauthorized(reason);
             }
         };
-        if let Some(refusal) = self.backing_off(source, Some(&user), now) {
+        let standing = self.backoff.check(source, Some(&user)).await;
+        if let Some(refusal) = self.backing_off(&standing) {
             return refusal;
         }
         let digest = self.cache_digest(&user, &password);
         if self.cache.get(&digest, now).is_some() {
-            self.backoff.succeed(source, &user);
+            self.backoff.succeed(source, &user, &standing).await;
             return Verdict::Allow(Identity::user(user));
         }
 
@@ -196,7 +200,9 @@ impl BasicAuthenticator {
             };
             if let Some(mut waiting) = waiting {
                 if let Ok(verified) = waiting.wait_for(Option::is_some).await.map(|v| *v) {
-                    return self.conclude(verified == Some(true), user, source);
+                    return self
+                        .conclude(verified == Some(true), user, source, &standing)
+                        .await;
                 }
                 // That check was abandoned (its request went away): try again.
             }
@@ -229,16 +235,22 @@ impl BasicAuthenticator {
                 .insert(digest, user.clone(), now + self.cache_ttl, now);
         }
         answer.send_replace(Some(verified));
-        self.conclude(verified, user, source)
+        self.conclude(verified, user, source, &standing).await
     }
 
     /// Allows `user` when the check passed; otherwise counts a failure.
-    fn conclude(&self, verified: bool, user: String, source: IpAddr) -> Verdict {
+    async fn conclude(
+        &self,
+        verified: bool,
+        user: String,
+        source: IpAddr,
+        standing: &Standing,
+    ) -> Verdict {
         if verified {
-            self.backoff.succeed(source, &user);
+            self.backoff.succeed(source, &user, standing).await;
             Verdict::Allow(Identity::user(user))
         } else {
-            self.backoff.fail(source, Some(&user), Instant::now());
+            self.backoff.fail(source, Some(&user)).await;
             // Same answer for an unknown user and a wrong password.
             self.unauthorized("wrong user or password")
         }
@@ -314,6 +326,7 @@ mod tests {
                 initial: Duration::from_secs(60),
                 max: Duration::from_secs(600),
             },
+            shared_backoff: None,
         })
         .unwrap()
     }
@@ -339,6 +352,7 @@ mod tests {
                     initial: Duration::from_secs(60),
                     max: Duration::from_secs(600),
                 },
+                shared_backoff: None,
             })
             .unwrap(),
         );
@@ -472,6 +486,7 @@ mod tests {
                 initial: Duration::from_secs(60),
                 max: Duration::from_secs(600),
             },
+            shared_backoff: None,
         })
         .unwrap();
         let nat: IpAddr = "192.0.2.12".parse().unwrap();

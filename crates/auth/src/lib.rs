@@ -9,7 +9,8 @@
 //! * [`introspection::IntrospectionAuthenticator`]: bearer tokens (opaque or
 //!   not) judged by the IdP's RFC 7662 endpoint, answers cached.
 //! * [`basic::BasicAuthenticator`]: user and password against argon2id or
-//!   bcrypt hashes, with a success cache and per-source backoff.
+//!   bcrypt hashes, with a success cache and per-source backoff, shared by
+//!   every gateway instance through `[gateway] shared_store` when it is set.
 //! * [`client_cert::ClientCertAuthenticator`]: the TLS client certificate
 //!   verified during the handshake, by subject or SAN.
 //!
@@ -198,19 +199,20 @@ impl Authenticator {
 
 /// Builds an authenticator from config, reading key files, htpasswd files
 /// and secrets. `env` looks up environment variables (a parameter so tests
-/// need not touch the process environment).
+/// need not touch the process environment). A basic authenticator counts
+/// its failures in `shared_store` too, when there is one.
 pub fn build(
     config: &AuthConfig,
     env: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
+    shared_store: Option<&Arc<postern_limits::SharedStore>>,
 ) -> Option<Authenticator> {
     match &config.kind {
         AuthKind::Jwt(settings) => {
             build_jwt(config, settings, env, diags).map(|a| Authenticator::Jwt(Box::new(a)))
         }
-        AuthKind::Basic(settings) => {
-            build_basic(config, settings, diags).map(|a| Authenticator::Basic(Box::new(a)))
-        }
+        AuthKind::Basic(settings) => build_basic(config, settings, diags, shared_store)
+            .map(|a| Authenticator::Basic(Box::new(a))),
         AuthKind::ClientCert(settings) => Some(Authenticator::ClientCert(Box::new(
             client_cert::ClientCertAuthenticator::new(client_cert::ClientCertSpec {
                 name: config.name.clone(),
@@ -411,12 +413,18 @@ fn build_basic(
     config: &AuthConfig,
     settings: &postern_config::BasicSettings,
     diags: &mut Diagnostics,
+    shared_store: Option<&Arc<postern_limits::SharedStore>>,
 ) -> Option<basic::BasicAuthenticator> {
     let mut accounts = Vec::new();
+    // The hashes as written: what every instance keys the shared backoff with.
+    let mut written = Vec::new();
     let mut ok = true;
     for user in &settings.users {
         match PasswordHash::parse(&user.hash) {
-            Ok(hash) => accounts.push((user.user.clone(), hash)),
+            Ok(hash) => {
+                accounts.push((user.user.clone(), hash));
+                written.push(user.hash.clone());
+            }
             Err(e) => {
                 ok = false;
                 diags.error_with_help(
@@ -453,7 +461,10 @@ fn build_basic(
                 Ok(entries) => {
                     for entry in entries {
                         match PasswordHash::parse(&entry.hash) {
-                            Ok(hash) => accounts.push((entry.user, hash)),
+                            Ok(hash) => {
+                                accounts.push((entry.user, hash));
+                                written.push(entry.hash);
+                            }
                             Err(e) => {
                                 ok = false;
                                 diags.error_with_help(
@@ -484,6 +495,13 @@ fn build_basic(
             initial: settings.backoff_initial,
             max: settings.backoff_max,
         },
+        shared_backoff: shared_store.map(|store| {
+            backoff::SharedBackoff::new(
+                Arc::clone(store),
+                &config.name,
+                written.iter().map(String::as_str),
+            )
+        }),
     });
     if built.is_none() {
         diags.error_with_help(

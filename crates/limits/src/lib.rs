@@ -8,12 +8,17 @@
 //!   number of distinct keys.
 //! - [`SharedStore`] and [`Limiter`]: the same GCRA in Redis, one atomic round trip per
 //!   decision, falling back to the local limiter at once when Redis is slow or gone.
+//! - [`SharedStore::backoff_state`] and friends: the basic-auth backoff's failure counts in the
+//!   same Redis (postern-auth holds the rules and the local fallback), one atomic round trip
+//!   per check and per recorded failure.
 //! - [`headers`]: `RateLimit-Policy`, `RateLimit` and `Retry-After` values for a decision.
 //!
 //! The semantics are nginx's `limit_req` with `burst` and `nodelay`: a request is let through
 //! or refused at once, never queued. Nothing here knows about Pingora or HTTP requests; the
 //! gateway extracts the key and turns a [`Decision`] into a response.
 
+#[cfg(feature = "engine")]
+mod backoff;
 pub mod headers;
 #[cfg(feature = "engine")]
 mod limiter;
@@ -26,6 +31,8 @@ mod store_url;
 
 use std::time::Duration;
 
+#[cfg(feature = "engine")]
+pub use backoff::{BackoffKeys, BackoffRule, BackoffState};
 #[cfg(feature = "engine")]
 pub use limiter::Limiter;
 #[cfg(feature = "engine")]

@@ -1,4 +1,5 @@
 //! The shared store: GCRA buckets in Redis, so every gateway replica counts against one limit.
+//! The basic-auth backoff shares the same connection (see the `backoff` module).
 //!
 //! One decision is one `EVALSHA` of `gcra.lua` (redis::Script falls back to `EVAL` on
 //! NOSCRIPT), atomic on the server, with a short timeout. When Redis errs or is slow, the
@@ -22,8 +23,10 @@ pub struct StoreOptions {
     pub timeout: Duration,
     /// How often a Degraded store tries to reconnect.
     pub retry_every: Duration,
-    /// Prefix of every key the store writes, so it can share a Redis database.
+    /// Prefix of every rate-limit key the store writes, so it can share a Redis database.
     pub key_prefix: String,
+    /// Prefix of every basic-auth backoff key (see the `backoff` module).
+    pub backoff_prefix: String,
 }
 
 impl Default for StoreOptions {
@@ -32,6 +35,7 @@ impl Default for StoreOptions {
             timeout: Duration::from_millis(50),
             retry_every: Duration::from_secs(1),
             key_prefix: "postern:limit:".to_owned(),
+            backoff_prefix: "postern:backoff:".to_owned(),
         }
     }
 }
@@ -56,8 +60,10 @@ pub struct SharedStore {
     /// The URL with its password replaced, the only form that is logged.
     shown_url: String,
     password: Option<String>,
-    options: StoreOptions,
+    pub(crate) options: StoreOptions,
     script: redis::Script,
+    /// `backoff.lua`, for the basic-auth backoff (see the `backoff` module).
+    pub(crate) backoff_script: redis::Script,
     connection: Mutex<Option<ConnectionManager>>,
     healthy: AtomicBool,
     health: Mutex<StoreHealth>,
@@ -89,7 +95,7 @@ impl SharedStore {
                 if let Err(error) = store.reconnect().await {
                     store.degrade(&error);
                     log::warn!(
-                        "shared store {}: {}; deciding limits locally until it answers",
+                        "shared store {}: {}; deciding limits locally (basic-auth backoff too) until it answers",
                         store.shown_url,
                         store.scrub(&error)
                     );
@@ -114,6 +120,7 @@ impl SharedStore {
             password,
             options,
             script: redis::Script::new(include_str!("gcra.lua")),
+            backoff_script: redis::Script::new(include_str!("backoff.lua")),
             connection: Mutex::new(None),
             healthy: AtomicBool::new(false),
             health: Mutex::new(StoreHealth::Degraded {
@@ -144,27 +151,35 @@ impl SharedStore {
 
     /// The shared decision, or `None` when it must be made locally.
     pub(crate) async fn check(&self, policy: &Policy, key: &str) -> Option<Decision> {
-        if !self.healthy.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut connection = self.lock_connection().clone()?;
         let mut invocation = self.script.key(self.bucket(policy, key));
         invocation
             .arg(policy.rate().interval().as_micros() as u64)
             .arg(policy.burst().get());
-        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut connection);
-        let error = match tokio::time::timeout(self.options.timeout, call).await {
-            Ok(Ok((allowed, remaining, micros))) => {
-                let wait = Duration::from_micros(micros.max(0) as u64);
-                return Some(if allowed == 1 {
-                    Decision::Allowed {
-                        remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
-                        reset: wait,
-                    }
-                } else {
-                    Decision::Limited { retry_after: wait }
-                });
+        let (allowed, remaining, micros) = self.invoke::<(i64, i64, i64)>(&invocation).await?;
+        let wait = Duration::from_micros(micros.max(0) as u64);
+        Some(if allowed == 1 {
+            Decision::Allowed {
+                remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
+                reset: wait,
             }
+        } else {
+            Decision::Limited { retry_after: wait }
+        })
+    }
+
+    /// Runs one script call within the timeout: its answer, or `None` (the store turns
+    /// Degraded) when Redis errs or is slow, or at once while it is Degraded already.
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Option<T> {
+        if !self.healthy.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut connection = self.lock_connection().clone()?;
+        let call = invocation.invoke_async::<T>(&mut connection);
+        let error = match tokio::time::timeout(self.options.timeout, call).await {
+            Ok(Ok(answer)) => return Some(answer),
             // The connection's own response timeout is the same as ours; either may fire.
             Ok(Err(error)) if !error.is_timeout() => error.to_string(),
             Ok(Err(_)) | Err(_) => format!("no answer within {:?}", self.options.timeout),
@@ -230,7 +245,7 @@ impl SharedStore {
         };
         if was_healthy {
             log::warn!(
-                "shared store {}: {error}; deciding limits locally until it answers again",
+                "shared store {}: {error}; deciding limits locally (basic-auth backoff too) until it answers again",
                 self.shown_url
             );
         } else {
@@ -303,5 +318,11 @@ mod tests {
         assert!(!last_error.contains("s3cret"), "{last_error}");
         let policy = Policy::new("login", "1/h".parse().unwrap(), None).unwrap();
         assert_eq!(store.check(&policy, "client").await, None);
+        let keys = crate::BackoffKeys {
+            label: "ops",
+            source: "0123",
+            user: Some("4567"),
+        };
+        assert_eq!(store.backoff_state(keys).await, None);
     }
 }
