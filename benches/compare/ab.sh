@@ -4,6 +4,13 @@
 #
 #   benches/compare/ab.sh OLD_POSTERN NEW_POSTERN     # 7 rounds x 8 s
 #   ROUNDS=9 DURATION=10 benches/compare/ab.sh A B
+#   HEADER="Connection: close" benches/compare/ab.sh A B   # a TLS handshake per request
+#   MIXED=1 benches/compare/ab.sh A B   # keep-alive latency while others handshake
+#
+# MIXED=1: in each round, while 20 wrk connections request with
+# "Connection: close" (a full handshake each), latency.rs sends RATE req/s
+# (default 500) over 10 keep-alive connections and reports p50/p99: does a
+# handshake stall the requests of established connections?
 #
 # Build the old one from a worktree of the old commit (`cargo build
 # --release --bin postern`). Each round measures A, B, then the floor with
@@ -18,12 +25,16 @@ A=${1:?usage: ab.sh OLD_POSTERN NEW_POSTERN}
 B=${2:?usage: ab.sh OLD_POSTERN NEW_POSTERN}
 ROUNDS=${ROUNDS:-7}
 DURATION=${DURATION:-8}
+HEADER=${HEADER:-}
+MIXED=${MIXED:-}
+RATE=${RATE:-500}
+LATENCY="$root/target/release/examples/latency"
 MINIMAL="$root/target/release/examples/pingora-minimal"
 command -v wrk >/dev/null && [[ -x /usr/sbin/nginx ]] || {
   echo "ab: needs wrk and nginx (apt-get install wrk nginx)" >&2
   exit 1
 }
-(cd "$root" && cargo build --release --locked --quiet --example pingora-minimal)
+(cd "$root" && cargo build --release --locked --quiet --example pingora-minimal --example latency)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d /tmp/postern-ab.XXXXXX)
@@ -93,11 +104,36 @@ sleep 2
 results="$work/results.txt"
 for round in $(seq "$ROUNDS"); do
   for side in A B floor; do
-    rps=$(taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" "https://localhost:${port[$side]}/open" |
+    url="https://localhost:${port[$side]}/open"
+    if [[ -n $MIXED ]]; then
+      taskset -c 0 wrk -t1 -c20 -d"$((DURATION + 2))s" -H "Connection: close" "$url" >/dev/null &
+      load=$!
+      sleep 1
+      out=$(taskset -c 0 "$LATENCY" "$url" "$RATE" "$DURATION" 10)
+      wait "$load"
+      p50=$(tr ' ' '\n' <<<"$out" | awk -F= '$1 == "p50_us" {print $2}')
+      p99=$(tr ' ' '\n' <<<"$out" | awk -F= '$1 == "p99_us" {print $2}')
+      echo "$round $side $p50 $p99" | tee -a "$results"
+      continue
+    fi
+    rps=$(taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" ${HEADER:+-H "$HEADER"} "$url" |
       awk '/Requests\/sec/ {print $2}')
     echo "$round $side $rps" | tee -a "$results"
   done
 done
+if [[ -n $MIXED ]]; then
+  python3 - "$results" <<'EOP'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    _, side, p50, p99 = line.split()
+    runs.setdefault(side, []).append((float(p50), float(p99)))
+for side, values in runs.items():
+    print(f"{side}: p50 median {statistics.median(v[0] for v in values):,.0f} µs, "
+          f"p99 median {statistics.median(v[1] for v in values):,.0f} µs")
+EOP
+  exit 0
+fi
 python3 - "$results" <<'EOP'
 import statistics, sys
 runs = {}

@@ -144,6 +144,10 @@ pub fn run(snapshot: Snapshot, upgrade: bool) -> Result<std::convert::Infallible
                     settings.set_client_cert_verifier(Arc::clone(verifier));
                 }
                 settings.enable_h2();
+                // Handshakes on a pool of their own threads instead of the listener's; measured
+                // with benches/compare/ab.sh (docs/performance.md, "TLS handshake offload").
+                #[cfg(feature = "tls-offload")]
+                settings.set_offload_threadpool(1, 2);
                 service.add_listener(
                     ListenerConfig::tcp(address.as_str())
                         .tls(settings)
