@@ -5,6 +5,12 @@
 #
 #   benches/instructions.sh BINARY...          # e.g. builds with other allocators or profiles
 #   REQUESTS=20000 benches/instructions.sh target/release/postern
+#   PROFILES=DIR benches/instructions.sh BINARY  # keep the callgrind files in DIR
+#                                                # (benches/callgrind-diff.py reads them)
+#
+# A binary named pingora-minimal (`cargo build --release --example
+# pingora-minimal`, the floor) is started with its own arguments, one
+# runtime without work stealing like postern's, on the same ports.
 #
 # Instruction counts, unlike req/s, do not depend on what else the machine
 # runs: the same binary and inputs give the same figure within a fraction of
@@ -74,8 +80,11 @@ EOC
 instructions() { # binary requests
   local out="$work/callgrind.out"
   rm -f "$out"
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$1" run -c "$work/gateway.toml" >"$work/postern.log" 2>&1 &
+  local args=(run -c "$work/gateway.toml")
+  [[ $(basename "$1") == pingora-minimal ]] &&
+    args=(127.0.0.1:19461 "$work/cert.pem" "$work/key.pem" 127.0.0.1:18082)
+  NO_STEAL=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$1" "${args[@]}" >"$work/postern.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 600); do
     (exec 3<>/dev/tcp/127.0.0.1/19461) 2>/dev/null && break
@@ -85,11 +94,13 @@ instructions() { # binary requests
   grep -q "succeeded, 0 failed" "$work/h2load.log" || { cat "$work/h2load.log" >&2; exit 1; }
   kill -INT "$pid"
   wait "$pid" || true
+  [[ -n ${PROFILES:-} ]] && mkdir -p "$PROFILES" && cp "$out" "$PROFILES/$3.out"
   awk '/^summary:/ {print $2}' "$out"
 }
 
 for binary in "$@"; do
-  full=$(instructions "$binary" "$REQUESTS")
-  base=$(instructions "$binary" 10)
+  name=$(basename "$(dirname "$binary")")-$(basename "$binary")
+  full=$(instructions "$binary" "$REQUESTS" "$name-full")
+  base=$(instructions "$binary" 10 "$name-base")
   echo "$binary: $(( (full - base) / (REQUESTS - 10) )) instructions/request ($REQUESTS requests)"
 done
