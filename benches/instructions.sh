@@ -6,11 +6,16 @@
 #   benches/instructions.sh BINARY...          # e.g. builds with other allocators or profiles
 #   REQUESTS=20000 benches/instructions.sh target/release/postern
 #   ROUTE=pool benches/instructions.sh target/release/postern
-#   PROFILE_DIR=/tmp/p benches/instructions.sh ...   # keeps the callgrind files
 #     ROUTE: open (default, one server), pool (a pool of three servers,
 #     round robin) or limited (behind a local rate limit it never reaches):
 #     the cost of balancing and of a limit, as benches/compare's `pool` and
 #     `limited` scenarios measure in req/s.
+#   PROFILES=DIR benches/instructions.sh BINARY  # keep the callgrind files in DIR
+#                                                # (benches/callgrind-diff.py reads them)
+#
+# A binary named pingora-minimal (`cargo build --release --example
+# pingora-minimal`, the floor) is started with its own arguments, one
+# runtime without work stealing like postern's, on the same ports.
 #
 # Instruction counts, unlike req/s, do not depend on what else the machine
 # runs: the same binary and inputs give the same figure within a fraction of
@@ -106,8 +111,11 @@ EOC
 instructions() { # binary requests
   local out="$work/callgrind.out"
   rm -f "$out"
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$1" run -c "$work/gateway.toml" >"$work/postern.log" 2>&1 &
+  local args=(run -c "$work/gateway.toml")
+  [[ $(basename "$1") == pingora-minimal ]] &&
+    args=(127.0.0.1:19461 "$work/cert.pem" "$work/key.pem" 127.0.0.1:18082)
+  NO_STEAL=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$1" "${args[@]}" >"$work/postern.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 600); do
     (exec 3<>/dev/tcp/127.0.0.1/19461) 2>/dev/null && break
@@ -117,13 +125,13 @@ instructions() { # binary requests
   grep -q "succeeded, 0 failed" "$work/h2load.log" || { cat "$work/h2load.log" >&2; exit 1; }
   kill -INT "$pid"
   wait "$pid" || true
-  # PROFILE_DIR=dir keeps each run's callgrind output for callgrind_annotate.
-  [[ -n ${PROFILE_DIR:-} ]] && cp "$out" "$PROFILE_DIR/callgrind.$(basename "$1").$ROUTE.$2"
+  [[ -n ${PROFILES:-} ]] && mkdir -p "$PROFILES" && cp "$out" "$PROFILES/$3.out"
   awk '/^summary:/ {print $2}' "$out"
 }
 
 for binary in "$@"; do
-  full=$(instructions "$binary" "$REQUESTS")
-  base=$(instructions "$binary" 10)
+  name=$(basename "$(dirname "$binary")")-$(basename "$binary")-$ROUTE
+  full=$(instructions "$binary" "$REQUESTS" "$name-full")
+  base=$(instructions "$binary" 10 "$name-base")
   echo "$binary /$ROUTE: $(( (full - base) / (REQUESTS - 10) )) instructions/request ($REQUESTS requests)"
 done

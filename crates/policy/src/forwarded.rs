@@ -93,7 +93,11 @@ impl ChainHeaders {
             x_forwarded_for.push_str(&chain);
             x_forwarded_for.push_str(", ");
         }
+        // The peer is formatted once and copied into the other headers that
+        // name it: formatting an address costs more than the copy.
+        let peer_at = x_forwarded_for.len();
         let _ = write!(x_forwarded_for, "{peer}");
+        let peer_text = &x_forwarded_for[peer_at..];
         let forwarded_chain = incoming_forwarded
             .filter(|_| hop.peer_trusted)
             .map(str::trim)
@@ -104,13 +108,17 @@ impl ChainHeaders {
             forwarded.push_str(", ");
         }
         forwarded.push_str("for=");
-        push_forwarded_node(&mut forwarded, peer);
+        push_forwarded_node(&mut forwarded, peer, peer_text);
         forwarded.push_str(";proto=");
         forwarded.push_str(hop.proto);
         forwarded.push_str(";host=");
         push_quoted(&mut forwarded, hop.host);
-        let mut x_real_ip = String::with_capacity(45);
-        let _ = write!(x_real_ip, "{}", unmap(hop.client));
+        let client = unmap(hop.client);
+        let x_real_ip = if client == peer {
+            peer_text.to_owned()
+        } else {
+            client.to_string()
+        };
         ChainHeaders {
             x_forwarded_for,
             x_real_ip,
@@ -151,13 +159,17 @@ impl ForwardingHeaders {
     }
 }
 
-/// Appends an RFC 7239 node: IPv6 must be bracketed and quoted.
-fn push_forwarded_node(out: &mut String, addr: IpAddr) {
-    // Writing to a String cannot fail.
-    let _ = match addr {
-        IpAddr::V4(v4) => write!(out, "{v4}"),
-        IpAddr::V6(v6) => write!(out, "\"[{v6}]\""),
-    };
+/// Appends an RFC 7239 node: IPv6 must be bracketed and quoted. `text` is
+/// `addr` already formatted.
+fn push_forwarded_node(out: &mut String, addr: IpAddr, text: &str) {
+    match addr {
+        IpAddr::V4(_) => out.push_str(text),
+        IpAddr::V6(_) => {
+            out.push_str("\"[");
+            out.push_str(text);
+            out.push_str("]\"");
+        }
+    }
 }
 
 /// Appends `value` as an RFC 7230 quoted-string.
