@@ -483,11 +483,9 @@ fn not_forwarding() -> Box<Error> {
 
 /// The client's X-Request-Id if short and plain, else a new one.
 ///
-/// Marked sensitive, which only HPACK reads: on HTTP/2 it is sent as a
-/// never-indexed literal. A value unique to each response, indexed, only
-/// churned the connection's HPACK table: every response added one more
-/// `x-request-id` entry, evicted others and made each lookup walk all of
-/// them (52 value comparisons per response; docs/performance.md, HTTP/2).
+/// Sensitive, which only HPACK reads: a never-indexed literal on HTTP/2.
+/// Indexed, a value unique to each response only churned the HPACK table
+/// (52 value comparisons per response; docs/performance.md, HTTP/2).
 fn request_id(req: &RequestHeader) -> HeaderValue {
     let mut id = match req
         .headers
