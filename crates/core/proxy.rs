@@ -482,19 +482,27 @@ fn not_forwarding() -> Box<Error> {
 }
 
 /// The client's X-Request-Id if short and plain, else a new one.
+///
+/// Sensitive, which only HPACK reads: a never-indexed literal on HTTP/2.
+/// Indexed, a value unique to each response only churned the HPACK table
+/// (52 value comparisons per response; docs/performance.md, HTTP/2).
 fn request_id(req: &RequestHeader) -> HeaderValue {
-    if let Some(sent) = req
+    let mut id = match req
         .headers
         .get(&X_REQUEST_ID)
         .filter(|v| v.to_str().is_ok_and(acceptable_request_id))
     {
-        return sent.clone();
-    }
-    let mut id = uuid::Uuid::encode_buffer();
-    uuid::Uuid::new_v4().simple().encode_lower(&mut id);
-    // One allocation, shared by every copy (response, upstream request, log).
-    let id = Bytes::from_owner(id).slice(..uuid::fmt::Simple::LENGTH);
-    HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        Some(sent) => sent.clone(),
+        None => {
+            let mut id = uuid::Uuid::encode_buffer();
+            uuid::Uuid::new_v4().simple().encode_lower(&mut id);
+            // One allocation, shared by every copy (response, upstream request, log).
+            let id = Bytes::from_owner(id).slice(..uuid::fmt::Simple::LENGTH);
+            HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        }
+    };
+    id.set_sensitive(true);
+    id
 }
 
 /// The answer for a failed proxy attempt; `None` when the client went away.
