@@ -489,7 +489,7 @@ for run in $(seq 1 "$RUNS"); do
     record handshake "$target" "$run" rps \
       "$(wrk_rps "$(url "$target" /open)" "Connection: close")"
   done
-  want h2 && for target in postern nginx haproxy caddy; do
+  want h2 && for target in postern nginx pingora haproxy caddy; do
     out=$(taskset -c "$LOAD_CPU" h2load -c10 -m10 -D"$DURATION" "$(url "$target" /open)" 2>&1)
     record h2 "$target" "$run" rps "$(awk '/^finished in/ {print $4}' <<<"$out")"
   done
