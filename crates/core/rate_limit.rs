@@ -133,18 +133,19 @@ impl RouteLimit {
     }
 }
 
+/// Room for the longest client key (39 bytes).
+const CLIENT_KEY_BYTES: usize = 48;
+
 /// A client address as a bucket key, written on the stack: a `client` limit is checked on
 /// every request of its route, and an address needs no allocation.
 struct ClientKey {
-    bytes: [u8; 48],
-    len: usize,
+    bytes: [u8; CLIENT_KEY_BYTES],
 }
 
 impl Default for ClientKey {
     fn default() -> ClientKey {
         ClientKey {
-            bytes: [0; 48],
-            len: 0,
+            bytes: [0; CLIENT_KEY_BYTES],
         }
     }
 }
@@ -163,9 +164,8 @@ impl ClientKey {
                 write!(out, "{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
             }
         };
-        let left = out.len();
-        self.len = self.bytes.len() - left;
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+        let written = CLIENT_KEY_BYTES - out.len();
+        std::str::from_utf8(&self.bytes[..written]).unwrap_or("")
     }
 }
 

@@ -21,6 +21,7 @@
 //! themselves. The price: replicas whose accounts differ (halfway through a rollout that
 //! changes a password) count apart until they agree, as a reload started afresh before.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,10 +76,12 @@ impl SharedBackoff {
                 ctx.update(&(name.len() as u64).to_be_bytes());
                 ctx.update(name.as_bytes());
             }
-            ctx.sign().as_ref()[..16]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
+            // One allocation per digest: this runs on every basic-auth request.
+            let mut hex = String::with_capacity(32);
+            for b in &ctx.sign().as_ref()[..16] {
+                let _ = write!(hex, "{b:02x}");
+            }
+            hex
         };
         (
             digest(b"source", None),
