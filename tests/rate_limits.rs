@@ -85,18 +85,12 @@ async fn over_the_limit_is_429_with_headers_and_json_and_nothing_forwarded() {
     ))
     .await;
 
-    for remaining in [2, 1, 0] {
+    // Allowed responses carry no RateLimit headers (only the 429 does, docs/rate-limits.md).
+    for _ in 0..3 {
         let response = send(&gw, "/login/x", &[]).await;
         assert_eq!(response.status, 200, "{}", response.text());
-        assert_eq!(
-            response.header("ratelimit-policy"),
-            Some("\"login\";q=3;w=3600")
-        );
-        let ratelimit = response.header("ratelimit").expect("RateLimit header");
-        assert!(
-            ratelimit.starts_with(&format!("\"login\";r={remaining};t=")),
-            "RateLimit: {ratelimit}"
-        );
+        assert_eq!(response.header("ratelimit-policy"), None);
+        assert_eq!(response.header("ratelimit"), None);
     }
     assert_eq!(data.requests_seen(), 3);
 
@@ -113,10 +107,9 @@ async fn over_the_limit_is_429_with_headers_and_json_and_nothing_forwarded() {
         "a refused request reached the upstream"
     );
 
-    // Other routes are not limited and carry no RateLimit headers.
+    // Other routes are not limited.
     let open = send(&gw, "/open/x", &[]).await;
     assert_eq!(open.status, 200);
-    assert_eq!(open.header("ratelimit"), None);
     assert_eq!(data.requests_seen(), 4);
 
     let metrics = scrape(&gw).await;

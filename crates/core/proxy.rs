@@ -15,7 +15,7 @@
 //!   health, failover to the pool's other servers (failover.rs).
 //! upstream_request_filter: canonical target and forwarding headers; a body
 //!   read whole goes with a Content-Length.
-//! response_filter: X-Request-Id, RateLimit headers.
+//! response_filter: X-Request-Id, the route's response header edits.
 //! fail_to_proxy: the JSON 502 / 504 (or 400 / 413).
 //! logging: metrics and the access log, for every request.
 
@@ -82,8 +82,6 @@ pub struct RequestCtx {
     body_bytes: u64,
     /// The body read before the upstream was contacted (request_buffer).
     pre_read: PreRead,
-    /// The route limit's decision, for the RateLimit headers of the response.
-    limit_decision: Option<postern_limits::Decision>,
 }
 
 #[async_trait]
@@ -102,7 +100,6 @@ impl ProxyHttp for Gateway {
             attempts: Attempts::default(),
             body_bytes: 0,
             pre_read: PreRead::default(),
-            limit_decision: None,
         }
     }
 
@@ -305,12 +302,6 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.attempts.response_started();
         upstream_response.insert_header(X_REQUEST_ID.as_str(), ctx.request_id.clone())?;
-        if let (Some(limit), Some(decision)) = (
-            ctx.seen.route.as_ref().and_then(|r| r.limit.as_ref()),
-            &ctx.limit_decision,
-        ) {
-            limit.annotate(upstream_response, decision);
-        }
         self.edits(ctx).apply(upstream_response)
     }
 

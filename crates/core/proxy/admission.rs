@@ -40,7 +40,6 @@ impl Gateway {
         }
         let headers = &session.req_header().headers;
         let decision = limit.check(headers, client, ctx.identity.as_ref()).await;
-        ctx.limit_decision = Some(decision);
         if decision.is_allowed() {
             return Ok(true);
         }

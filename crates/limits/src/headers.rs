@@ -29,7 +29,6 @@ pub fn ratelimit_header(policy: &Policy, decision: &Decision) -> String {
         Decision::Allowed { remaining, reset } => (remaining, reset),
         Decision::Limited { retry_after } => (0, retry_after),
     };
-    // One allocation: this runs on every response of a limited route.
     use std::fmt::Write as _;
     let mut out = String::with_capacity(policy.name().len() + 24);
     push_sf_string(&mut out, policy.name());
