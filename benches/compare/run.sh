@@ -101,6 +101,9 @@ work=$(mktemp -d /tmp/postern-compare.XXXXXX)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  # A proxy that ignores SIGINT (HAProxy with connections left) would hang the `wait` below.
+  sleep 1
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   for conf in upstream proxy; do
     [[ -f $work/$conf.pid ]] && kill "$(cat "$work/$conf.pid")" 2>/dev/null || true
   done
