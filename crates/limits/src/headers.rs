@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::{Decision, Policy};
 
-/// The `RateLimit-Policy` value for a policy: the same on every response of its routes.
+/// The `RateLimit-Policy` value for a policy: the same on every refusal of its routes.
 pub fn policy_header(policy: &Policy) -> String {
     format!(
         "{};q={};w={}",
