@@ -3,7 +3,7 @@
 #
 #   benches/compare/run.sh            # full run: 5 interleaved rounds, 10 s each
 #   benches/compare/run.sh --quick    # smoke run: 1 round, 3 s each, 1,000 idle connections
-#   RUNS=7 DURATION=20 IDLE_CONNS=10000 benches/compare/run.sh
+#   RUNS=7 DURATION=20 IDLE_CONNS=9000 benches/compare/run.sh
 #   ONLY="open latency" benches/compare/run.sh   # just these scenarios
 #     (open pool h2 basic jwt handshake latency idle_memory limited limited_latency)
 #   `pool`: Postern's /open route over an upstream pool of three servers
@@ -42,10 +42,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-10}
-IDLE_CONNS=${IDLE_CONNS:-10000}
+# 9,000, not 10,000: HAProxy sizes its maxconn to half the open-file limit
+# (a client and a server socket each), and this machine kind's hard limit is
+# 20,000, which `ulimit -n` cannot raise; the 10,000th connection waited in
+# its accept queue until the client timed out (the full run of 2026-12-02).
+IDLE_CONNS=${IDLE_CONNS:-9000}
 CONNECTIONS=${CONNECTIONS:-50}
 RATE=${RATE:-500}           # requests per second for the latency scenario
 ONLY=${ONLY:-}              # e.g. ONLY=idle_memory: run just these scenarios
+want() { [[ -z $ONLY || " $ONLY " == *" $1 "* ]]; }
 if [[ ${1:-} == --quick ]]; then
   RUNS=1 DURATION=3 IDLE_CONNS=1000
 fi
@@ -88,6 +93,12 @@ for service in haproxy caddy; do
   systemctl is-active --quiet "$service" 2>/dev/null && systemctl stop "$service" 2>/dev/null || true
 done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if want idle_memory && (( IDLE_CONNS * 2 + 100 > $(ulimit -n) )); then
+  echo "compare: $IDLE_CONNS idle connections need an open-file limit of $(( IDLE_CONNS * 2 + 100 ))" \
+    "(HAProxy holds a client and a server socket per connection); this shell's is $(ulimit -n):" \
+    "set IDLE_CONNS lower" >&2
+  exit 1
+fi
 
 echo "compare: building postern and the bench tools (release)" >&2
 (cd "$root" && cargo build --release --locked --quiet --bin postern \
@@ -447,7 +458,6 @@ wrk_rps() { # url [header] [connections] -> requests/s
   awk '/^Requests\/sec:/ {print $2}' <<<"$out"
 }
 
-want() { [[ -z $ONLY || " $ONLY " == *" $1 "* ]]; }
 # The two cases of a paired scenario, in one order on odd rounds and the other on even.
 paired_order() { # run a b
   if (($1 % 2)); then echo "$2 $3"; else echo "$3 $2"; fi
