@@ -6,6 +6,9 @@
 #   RUNS=7 DURATION=20 IDLE_CONNS=9000 benches/compare/run.sh
 #   ONLY="open latency" benches/compare/run.sh   # just these scenarios
 #     (open pool h2 basic jwt handshake latency idle_memory limited limited_latency)
+#   ALT=/tmp/postern-mimalloc ALT_NAME=mimalloc benches/compare/run.sh
+#     # a second build of postern as one more target, in every scenario the
+#     # proxies are compared in (open h2 basic jwt handshake latency idle_memory)
 #   `pool`: Postern's /open route over an upstream pool of three servers
 #   (the same nginx on three ports, round robin) against /open's one server,
 #   the cost of balancing (issue 18 asks for at most 3% req/s).
@@ -51,6 +54,14 @@ CONNECTIONS=${CONNECTIONS:-50}
 RATE=${RATE:-500}           # requests per second for the latency scenario
 ONLY=${ONLY:-}              # e.g. ONLY=idle_memory: run just these scenarios
 want() { [[ -z $ONLY || " $ONLY " == *" $1 "* ]]; }
+# Another build of postern (another allocator, profile or feature), measured
+# beside the release build in the same rounds.
+ALT=${ALT:-}
+ALT_NAME=${ALT_NAME:-postern-alt}
+if [[ -n $ALT && ! -x $ALT ]]; then
+  echo "compare: ALT=$ALT is not an executable" >&2
+  exit 2
+fi
 if [[ ${1:-} == --quick ]]; then
   RUNS=1 DURATION=3 IDLE_CONNS=1000
 fi
@@ -61,6 +72,8 @@ UPSTREAM_PORT=18080
 NGINX_PORT=18443
 POSTERN_PORT=19443
 POSTERN_OPS=19180
+ALT_PORT=19743
+ALT_OPS=19380
 # A second postern whose limits are shared through a redis-server (limited_latency).
 SHARED_PORT=19643
 SHARED_OPS=19280
@@ -343,6 +356,11 @@ sed -e "s/127.0.0.1:$POSTERN_PORT/127.0.0.1:$SHARED_PORT/" -e "s/127.0.0.1:$POST
   -e "s|^\[gateway\]|[gateway]\nshared_store = \"redis://127.0.0.1:$REDIS_PORT/0\"\nupgrade_socket = \"$work/shared-upgrade.sock\"|" \
   "$work/gateway.toml" >"$work/gateway-shared.toml"
 "$POSTERN" check -c "$work/gateway-shared.toml" >/dev/null
+# The alternative build on its own ports, with the same routes.
+sed -e "s/127.0.0.1:$POSTERN_PORT/127.0.0.1:$ALT_PORT/" -e "s/127.0.0.1:$POSTERN_OPS/127.0.0.1:$ALT_OPS/" \
+  -e "s|^\[gateway\]|[gateway]\nupgrade_socket = \"$work/alt-upgrade.sock\"|" \
+  "$work/gateway.toml" >"$work/gateway-alt.toml"
+[[ -z $ALT ]] || "$ALT" check -c "$work/gateway-alt.toml" >/dev/null
 taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   >"$work/redis.out" 2>&1 &
 pids+=("$!")
@@ -351,6 +369,12 @@ start_postern() {
     >>"$work/postern.out" 2>>"$work/postern.err" &
   postern_pid=$!
   pids+=("$postern_pid")
+}
+start_alt() {
+  RUST_LOG=warn taskset -c "$PROXY_CPU" "$ALT" run -c "$work/gateway-alt.toml" \
+    >>"$work/alt.out" 2>>"$work/alt.err" &
+  alt_pid=$!
+  pids+=("$alt_pid")
 }
 start_minimal() {
   taskset -c "$PROXY_CPU" "$MINIMAL" "127.0.0.1:$MINIMAL_PORT" "$work/cert.pem" "$work/key.pem" \
@@ -366,6 +390,7 @@ start_shared() {
 start_postern
 start_minimal
 start_shared
+[[ -z $ALT ]] || start_alt
 
 wait_port() {
   for _ in $(seq 1 200); do
@@ -376,7 +401,7 @@ wait_port() {
   exit 1
 }
 for port in $UPSTREAM_PORT $NGINX_PORT $POSTERN_PORT $MINIMAL_PORT $REDIS_PORT $SHARED_PORT \
-  $HAPROXY_PORT $CADDY_PORT; do
+  $HAPROXY_PORT $CADDY_PORT ${ALT:+$ALT_PORT}; do
   wait_port "$port"
 done
 # Measured only once its store answers: degraded, it would decide locally.
@@ -392,6 +417,7 @@ restart() { # target
   case $1 in
     # SIGINT: Pingora's fast shutdown (SIGTERM waits out a grace period).
     postern) kill -INT "$postern_pid"; wait "$postern_pid" 2>/dev/null || true; start_postern; wait_port "$POSTERN_PORT" ;;
+    "$ALT_NAME") kill -INT "$alt_pid"; wait "$alt_pid" 2>/dev/null || true; start_alt; wait_port "$ALT_PORT" ;;
     pingora) kill -INT "$minimal_pid"; wait "$minimal_pid" 2>/dev/null || true; start_minimal; wait_port "$MINIMAL_PORT" ;;
     haproxy) kill "$haproxy_pid"; wait "$haproxy_pid" 2>/dev/null || true; start_haproxy; wait_port "$HAPROXY_PORT" ;;
     caddy) kill "$caddy_pid"; wait "$caddy_pid" 2>/dev/null || true; start_caddy; wait_port "$CADDY_PORT" ;;
@@ -407,6 +433,7 @@ restart() { # target
 url() { # target path
   case $1 in
     postern) echo "https://localhost:$POSTERN_PORT$2" ;;
+    "$ALT_NAME") echo "https://localhost:$ALT_PORT$2" ;;
     nginx) echo "https://localhost:$NGINX_PORT$2" ;;
     pingora) echo "https://localhost:$MINIMAL_PORT$2" ;;
     shared) echo "https://localhost:$SHARED_PORT$2" ;;
@@ -418,7 +445,7 @@ url() { # target path
 # Every target must answer 200 before anything is measured.
 for check in "postern /open" "postern /pool" "nginx /open" "nginx /pool" "pingora /open" "haproxy /open" "caddy /open" \
   "direct /open" "postern /basic $BASIC" "nginx /basic $BASIC" "postern /jwt $BEARER" "postern /limited" \
-  "shared /limited"; do
+  "shared /limited" ${ALT:+"$ALT_NAME /open" "$ALT_NAME /basic $BASIC" "$ALT_NAME /jwt $BEARER"}; do
   read -r target path auth <<<"$check"
   code=$(curl -sk -o /dev/null -w '%{http_code}' ${auth:+-H "$auth"} "$(url "$target" "$path")")
   [[ $code == 200 ]] || { echo "compare: $target $path answered $code" >&2; exit 1; }
@@ -427,6 +454,7 @@ done
 proxy_pids() { # target -> the PIDs whose memory counts
   case $1 in
     postern) echo "$postern_pid" ;;
+    "$ALT_NAME") echo "$alt_pid" ;;
     pingora) echo "$minimal_pid" ;;
     haproxy) echo "$haproxy_pid" ;;
     caddy) echo "$caddy_pid" ;;
@@ -465,7 +493,7 @@ paired_order() { # run a b
 
 for run in $(seq 1 "$RUNS"); do
   echo "compare: round $run of $RUNS" >&2
-  want open && for target in postern nginx pingora haproxy caddy direct; do
+  want open && for target in postern ${ALT:+$ALT_NAME} nginx pingora haproxy caddy direct; do
     record open "$target" "$run" rps "$(wrk_rps "$(url "$target" /open)")"
   done
   # Same target, same upstream process: one server against a pool of three,
@@ -478,12 +506,14 @@ for run in $(seq 1 "$RUNS"); do
       record pool "$target-${case%%:*}" "$run" rps "$(wrk_rps "$(url "$target" "${case#*:}")")"
     done
   done
-  want basic && for target in postern nginx; do
+  want basic && for target in postern ${ALT:+$ALT_NAME} nginx; do
     # 10 connections: with 50, nginx (one bcrypt at a time in its event
     # loop, 64 ms each) completed no request at all within 3 s.
     record basic "$target" "$run" rps "$(wrk_rps "$(url "$target" /basic)" "$BASIC" 10)"
   done
-  want jwt && record jwt postern "$run" rps "$(wrk_rps "$(url postern /jwt)" "$BEARER")"
+  want jwt && for target in postern ${ALT:+$ALT_NAME}; do
+    record jwt "$target" "$run" rps "$(wrk_rps "$(url "$target" /jwt)" "$BEARER")"
+  done
   # The same route behind a limit it never reaches, local and shared through Redis.
   want limited && for case in $(paired_order "$run" postern-open:/open postern:/limited); do
     record limited "${case%%:*}" "$run" rps "$(wrk_rps "$(url postern "${case#*:}")")"
@@ -498,23 +528,23 @@ for run in $(seq 1 "$RUNS"); do
     done
   done
   # A new connection, and so a full TLS handshake, per request.
-  want handshake && for target in postern nginx pingora haproxy caddy; do
+  want handshake && for target in postern ${ALT:+$ALT_NAME} nginx pingora haproxy caddy; do
     record handshake "$target" "$run" rps \
       "$(wrk_rps "$(url "$target" /open)" "Connection: close")"
   done
-  want h2 && for target in postern nginx pingora haproxy caddy; do
+  want h2 && for target in postern ${ALT:+$ALT_NAME} nginx pingora haproxy caddy; do
     out=$(taskset -c "$LOAD_CPU" h2load -c10 -m10 -D"$DURATION" "$(url "$target" /open)" 2>&1)
     record h2 "$target" "$run" rps "$(awk '/^finished in/ {print $4}' <<<"$out")"
   done
   # Latency at a fixed moderate rate, over 10 keep-alive connections.
-  want latency && for target in postern nginx pingora haproxy caddy direct; do
+  want latency && for target in postern ${ALT:+$ALT_NAME} nginx pingora haproxy caddy direct; do
     out=$(taskset -c "$LOAD_CPU" "$LATENCY" "$(url "$target" /open)" "$RATE" "$DURATION" 10)
     for p in p50_us p99_us; do
       record latency "$target" "$run" "$p" "$(tr ' ' '\n' <<<"$out" | awk -F= -v k="$p" '$1 == k {print $2}')"
     done
   done
   # Idle keep-alive TLS connections: resident memory each.
-  want idle_memory && for target in postern nginx pingora haproxy caddy; do
+  want idle_memory && for target in postern ${ALT:+$ALT_NAME} nginx pingora haproxy caddy; do
     restart "$target"
     before=$(rss_kb "$target")
     port=$(url "$target" / | sed 's/.*:\([0-9]*\)\/$/\1/')
@@ -540,7 +570,7 @@ done
 
 {
   echo "# machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-  echo "# nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), haproxy $("$HAPROXY" -v | awk 'NR==1 {print $3}'), caddy $("$CADDY" version | awk '{print $1}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), postern $("$POSTERN" --version | awk '{print $2}') at $(cd "$root" && git rev-parse --short HEAD), rounds $RUNS x ${DURATION}s, $CONNECTIONS connections, latency at $RATE req/s, $IDLE_CONNS idle connections"
+  echo "# nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), haproxy $("$HAPROXY" -v | awk 'NR==1 {print $3}'), caddy $("$CADDY" version | awk '{print $1}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), postern $("$POSTERN" --version | awk '{print $2}') at $(cd "$root" && git rev-parse --short HEAD), rounds $RUNS x ${DURATION}s, $CONNECTIONS connections, latency at $RATE req/s, $IDLE_CONNS idle connections${ALT:+, $ALT_NAME: $ALT}"
 } >"$csv.meta"
 cp "$csv" "$here/results/latest.csv"
 cp "$csv.meta" "$here/results/latest.csv.meta"

@@ -46,8 +46,12 @@ def main():
         return f"{fmt(statistics.median(v))} {unit} ({fmt(min(v))}–{fmt(max(v))}, n={len(v)})"
 
     targets = ("postern", "nginx", "pingora", "haproxy", "caddy", "direct")
-    print("| scenario | postern | nginx | pingora (floor) | haproxy | caddy | direct |")
-    print("|---|---|---|---|---|---|---|")
+    # run.sh's ALT: another build of postern, measured as one more target.
+    alts = sorted({t for (s, t, _) in values if s == "open"} - set(targets))
+    targets = ("postern", *alts) + targets[1:]
+    headers = ["postern", *alts, "nginx", "pingora (floor)", "haproxy", "caddy", "direct"]
+    print("| scenario | " + " | ".join(headers) + " |")
+    print("|---" * (len(headers) + 1) + "|")
     rows = [
         ("open route, HTTP/1.1 keep-alive", "open", "rps", "req/s"),
         ("open route, HTTP/2", "h2", "rps", "req/s"),
@@ -138,6 +142,17 @@ def main():
     line("open route: the Pingora floor vs nginx (no target; for reference)",
          ratio(median("open", "pingora", "rps"), median("open", "nginx", "rps")),
          "—", lambda r: True)
+
+    # An alternative build against the release build, scenario by scenario:
+    # medians of the ratios within each round (the two run back to back).
+    for alt in alts:
+        print()
+        print(f"| {alt} / postern, paired rounds | ratio |")
+        print("|---|---|")
+        for label, scenario, metric, _ in rows:
+            r = paired(scenario, alt, "postern", metric)
+            if r is not None:
+                print(f"| {label} | {r:.3f} |")
 
 
 if __name__ == "__main__":
