@@ -147,7 +147,7 @@ pub fn run(snapshot: Snapshot, upgrade: bool) -> Result<std::convert::Infallible
                 settings.enable_h2();
                 // Handshakes run on threads of their own, as many as the workers, so a burst
                 // of new connections does not stall requests on established ones: p99 at
-                // 500 req/s during a handshake storm 5.6 -> 3.0 ms, for 2% fewer handshakes
+                // 500 req/s during a handshake storm 5.9 -> 2.8 ms, for 4% fewer handshakes
                 // a second on one core (docs/performance.md, "TLS handshake offload").
                 settings.set_offload_threadpool(1, threads);
                 service.add_listener(
