@@ -6,8 +6,13 @@
 //! accepts, `run` serves.
 
 #[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
-compile_error!("features `mimalloc` and `jemalloc` each choose the allocator: enable one");
-// Measured against the system allocator in docs/performance.md; not the default.
+compile_error!(
+    "features `mimalloc` (the default) and `jemalloc` each choose the allocator: \
+     for jemalloc, build with `--no-default-features --features jemalloc`"
+);
+// mimalloc: fewer instructions per request than glibc's malloc and more
+// requests a second in every throughput scenario of docs/performance.md
+// ("Allocators"), for more memory per idle connection.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
