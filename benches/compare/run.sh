@@ -487,13 +487,16 @@ wrk_rps() { # url [header] [connections] -> requests/s
 }
 
 # The two cases of a paired scenario, in one order on odd rounds and the other on even.
+# The builds of postern measured (the release build, and ALT's), and every proxy.
+posterns=(postern ${ALT:+"$ALT_NAME"})
+proxies=("${posterns[@]}" nginx pingora haproxy caddy)
 paired_order() { # run a b
   if (($1 % 2)); then echo "$2 $3"; else echo "$3 $2"; fi
 }
 
 for run in $(seq 1 "$RUNS"); do
   echo "compare: round $run of $RUNS" >&2
-  want open && for target in postern ${ALT:+$ALT_NAME} nginx pingora haproxy caddy direct; do
+  want open && for target in "${proxies[@]}" direct; do
     record open "$target" "$run" rps "$(wrk_rps "$(url "$target" /open)")"
   done
   # Same target, same upstream process: one server against a pool of three,
@@ -506,12 +509,12 @@ for run in $(seq 1 "$RUNS"); do
       record pool "$target-${case%%:*}" "$run" rps "$(wrk_rps "$(url "$target" "${case#*:}")")"
     done
   done
-  want basic && for target in postern ${ALT:+$ALT_NAME} nginx; do
+  want basic && for target in "${posterns[@]}" nginx; do
     # 10 connections: with 50, nginx (one bcrypt at a time in its event
     # loop, 64 ms each) completed no request at all within 3 s.
     record basic "$target" "$run" rps "$(wrk_rps "$(url "$target" /basic)" "$BASIC" 10)"
   done
-  want jwt && for target in postern ${ALT:+$ALT_NAME}; do
+  want jwt && for target in "${posterns[@]}"; do
     record jwt "$target" "$run" rps "$(wrk_rps "$(url "$target" /jwt)" "$BEARER")"
   done
   # The same route behind a limit it never reaches, local and shared through Redis.
@@ -528,23 +531,23 @@ for run in $(seq 1 "$RUNS"); do
     done
   done
   # A new connection, and so a full TLS handshake, per request.
-  want handshake && for target in postern ${ALT:+$ALT_NAME} nginx pingora haproxy caddy; do
+  want handshake && for target in "${proxies[@]}"; do
     record handshake "$target" "$run" rps \
       "$(wrk_rps "$(url "$target" /open)" "Connection: close")"
   done
-  want h2 && for target in postern ${ALT:+$ALT_NAME} nginx pingora haproxy caddy; do
+  want h2 && for target in "${proxies[@]}"; do
     out=$(taskset -c "$LOAD_CPU" h2load -c10 -m10 -D"$DURATION" "$(url "$target" /open)" 2>&1)
     record h2 "$target" "$run" rps "$(awk '/^finished in/ {print $4}' <<<"$out")"
   done
   # Latency at a fixed moderate rate, over 10 keep-alive connections.
-  want latency && for target in postern ${ALT:+$ALT_NAME} nginx pingora haproxy caddy direct; do
+  want latency && for target in "${proxies[@]}" direct; do
     out=$(taskset -c "$LOAD_CPU" "$LATENCY" "$(url "$target" /open)" "$RATE" "$DURATION" 10)
     for p in p50_us p99_us; do
       record latency "$target" "$run" "$p" "$(tr ' ' '\n' <<<"$out" | awk -F= -v k="$p" '$1 == k {print $2}')"
     done
   done
   # Idle keep-alive TLS connections: resident memory each.
-  want idle_memory && for target in postern ${ALT:+$ALT_NAME} nginx pingora haproxy caddy; do
+  want idle_memory && for target in "${proxies[@]}"; do
     restart "$target"
     before=$(rss_kb "$target")
     port=$(url "$target" / | sed 's/.*:\([0-9]*\)\/$/\1/')
